@@ -1,0 +1,38 @@
+# argusrank: two commands — `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench redis-server clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: synthetic data -> pretrain -> finetune -> export -> Feast -> ranker -> Ray Serve (left answering)
+demo: install
+	RAY_AUTH_MODE=disabled $(VENV)/bin/argusrank demo
+
+## test: the whole suite (CPU only; starts its own redis-server, Ray and Serve)
+test: install redis-server
+	RAY_AUTH_MODE=disabled $(PY) -m pytest $(PYTEST_ARGS)
+
+## redis-server for the Redis online-store test (installed from Debian packages when missing)
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || \
+	  { (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || \
+	    echo "warning: could not install redis-server; the Redis test will be skipped"; }
+
+bench: install
+	$(PY) bench/data_layer.py
+
+clean:
+	rm -rf $(VENV) .argusrank .pytest_cache

@@ -1,0 +1,1 @@
+"""argusrank.features: event schema, importers, synthetic data, histories, Feast repo."""

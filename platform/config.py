@@ -1,0 +1,203 @@
+"""One typed configuration tree for every stage, loaded once and passed down.
+
+``load_config(path, overrides)`` reads YAML (optional) and applies dotted
+overrides (``["train.epochs=3", "model.preset=s"]``). This is the only module
+that reads environment variables (``ENV_*`` below); everything else receives
+an ``ArgusrankConfig``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: environment variables the platform reads (and nothing else does)
+ENV_CONFIG = "ARGUSRANK_CONFIG"  # path to a YAML config
+ENV_HOME = "ARGUSRANK_HOME"  # working directory for data, stores, runs
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"  # standard MLflow variable
+ENV_REDIS_URL = "ARGUSRANK_REDIS_URL"  # selects the Redis online store when set
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Section):
+    home: Path = Path(".argusrank")  # made absolute by load_config
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "ray_results"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.home / "vectors"
+
+    @property
+    def feature_repo(self) -> Path:
+        return self.home / "feature_repo"
+
+
+class SynthConfig(_Section):
+    """Synthetic planted-truth generator (features.synth)."""
+
+    n_users: int = Field(2000, gt=0)
+    n_items: int = Field(1000, gt=1)
+    dim: int = Field(16, gt=0)  # latent dimension of the true preferences
+    days: int = Field(60, gt=1)
+    organic_per_user: float = Field(40.0, gt=0)  # mean organic events per user over all days
+    requests_per_user: float = Field(12.0, gt=0)  # mean recommendation requests per user
+    slate_size: int = Field(8, gt=1)
+    zipf_a: float = Field(1.1, gt=0)
+    drift: float = Field(0.05, ge=0)  # per-day random-walk scale of user preferences
+    policy_noise: float = Field(1.0, ge=0)  # logging policy: noise on its affinity estimate
+    policy_popularity: float = Field(1.0, ge=0)  # logging policy: weight on log-popularity
+
+
+class DataConfig(_Section):
+    format: Literal["synth", "movielens-100k", "movielens", "sasrec", "yambda"] = "synth"
+    source: Path | None = None
+    synth: SynthConfig = SynthConfig()
+    test_days: float = Field(7.0, gt=0)  # temporal split: test window length after T
+    max_len: int = Field(200, gt=1)  # chunk length for pre-training
+    min_history: int = Field(2, ge=1)
+    pair_window_s: int = Field(3600, ge=0)  # pairs by time window when there is no request_id
+
+
+class ModelConfig(_Section):
+    preset: str = "xs"
+    kind: Literal["argus", "sasrec"] = "argus"
+    encoder: Literal["simplified", "full", "hstu"] = "simplified"
+    overrides: dict[str, Any] = {}  # fields of models' ArgusConfig set on top of the preset
+
+
+class TrainConfig(_Section):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: Literal["auto", "true", "false"] = "auto"
+    epochs: int = Field(3, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(0, ge=0)  # steps; 0 = end of each epoch
+    resume: bool = True
+
+
+class FinetuneConfig(_Section):
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    lag_s: int = Field(86400, ge=0)  # user state as of impression_time - lag
+    max_history: int = Field(512, gt=1)
+    min_history: int = Field(1, ge=0)
+    max_impressions: int = Field(64, gt=1)
+
+
+class FeaturesConfig(_Section):
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "localhost:6379"
+    dot_product_mode: Literal["caller", "on_demand"] = "caller"
+
+
+class RankerConfig(_Section):
+    n_estimators: int = Field(200, ge=1)
+    max_depth: int = Field(6, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
+    ndcg_k: int = Field(10, ge=1)
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    num_candidates: int = Field(500, ge=1)
+    max_k: int = Field(1000, ge=1)
+    ann: Literal["auto", "exact", "hnsw"] = "auto"
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db
+    experiment: str = "argusrank"
+    argus_model_name: str = "argus"
+    ranker_model_name: str = "argus-ranker"
+
+
+class ArgusrankConfig(_Section):
+    seed: int = 0
+    paths: PathsConfig = Field(default_factory=PathsConfig, validate_default=True)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    ranker: RankerConfig = RankerConfig()
+    serve: ServeConfig = ServeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("paths", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: PathsConfig) -> PathsConfig:
+        return PathsConfig(home=Path(v.home).expanduser().resolve())
+
+    @property
+    def tracking_uri(self) -> str:
+        """Absolute MLflow tracking URI (relative SQLite paths break ``mlflow run``)."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.paths.home / 'mlflow.db'}"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"config override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> ArgusrankConfig:
+    """Load the config: defaults <- YAML file <- environment <- overrides.
+
+    ``overrides`` are ``"a.b=value"`` strings (value parsed as YAML) or a dict of
+    dotted keys. Errors name the offending field.
+    """
+    env = dict(os.environ) if env is None else env
+    path = path or env.get(ENV_CONFIG)
+    tree: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        tree = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ValueError(f"config file {p} must hold a mapping at its top")
+    if env.get(ENV_HOME):
+        _set_dotted(tree, "paths.home", env[ENV_HOME])
+    if env.get(ENV_TRACKING_URI):
+        _set_dotted(tree, "mlflow.tracking_uri", env[ENV_TRACKING_URI])
+    if env.get(ENV_REDIS_URL):
+        _set_dotted(tree, "features.online_store", "redis")
+        _set_dotted(tree, "features.redis_url", env[ENV_REDIS_URL])
+    items = overrides.items() if isinstance(overrides, dict) else [
+        (o.split("=", 1)[0], yaml.safe_load(o.split("=", 1)[1]) if "=" in o else None) for o in overrides or []
+    ]
+    for key, value in items:
+        if isinstance(overrides, list) and value is None and "=" not in next(o for o in overrides if o.startswith(key)):
+            raise ValueError(f"config override {key!r} must look like key=value")
+        _set_dotted(tree, key, value)
+    return ArgusrankConfig.model_validate(tree)
