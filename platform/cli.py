@@ -60,7 +60,32 @@ def show_config(config: Optional[Path] = ConfigOpt, set_: Optional[list[str]] = 
 # (added by the serving layer)
 
 # --- demo: the main job --------------------------------------------------------------------
-# (extended by each stage)
+@app.command("demo")
+def demo(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    seed: Optional[int] = typer.Option(None, help="Seed for data, training and ranker."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Start Ray Serve at the end and keep it answering."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object on the last stdout line."),
+) -> None:
+    """The main job end to end on embedded defaults: synthetic data -> ARGUS pre-training and
+    fine-tuning (Ray Train) -> vector export -> Feast materialization -> XGBoost ranker uplift
+    -> Ray Serve endpoint."""
+    import json as _json
+
+    from argusrank.platform import pipeline
+
+    cfg = _config(config, set_, seed=seed)
+    results = pipeline.run_pipeline(cfg)
+    pipeline.console.print(pipeline.data_table(results["data"]))
+    pipeline.console.print(pipeline.uplift_table(results["ranker"]))
+    summary = pipeline.demo_summary(results)
+    if serve:
+        summary["serve_url"] = pipeline.serve_and_probe(cfg)
+    if as_json:
+        typer.echo(_json.dumps(summary))
+    if serve:
+        pipeline.wait_forever(cfg)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,157 @@
+"""The main job: synth -> pretrain -> finetune -> export -> materialize -> ranker -> serve.
+
+Each stage is a plain function of the config that lives in its own module; this
+module only sequences them and prints what a user needs to see. ``argusrank
+demo`` and the ``mlflow run`` entry points are thin wrappers around it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from argusrank.platform.config import ArgusrankConfig
+
+console = Console(stderr=True)
+
+STAGES = ("data", "pretrain", "finetune", "export", "materialize", "ranker")
+
+
+def dataset_dir(cfg: ArgusrankConfig) -> Path:
+    """Where the demo's dataset lives (``<home>/data/<format>``)."""
+    return cfg.paths.data_dir / cfg.data.format
+
+
+def stage_data(cfg: ArgusrankConfig) -> dict[str, Any]:
+    """Generate (synth) or import the dataset; returns its summary."""
+    out = dataset_dir(cfg)
+    if cfg.data.format == "synth":
+        from argusrank.features.synth import synthesize
+
+        return synthesize(cfg.data.synth, out, seed=cfg.seed)
+    from argusrank.features.importers import import_dataset
+
+    return import_dataset(cfg.data.format, cfg.data.source, out)
+
+
+def stage_pretrain(cfg: ArgusrankConfig) -> dict[str, Any]:
+    from argusrank.platform.train import run_pretrain
+
+    return run_pretrain(cfg, dataset_dir(cfg))
+
+
+def stage_finetune(cfg: ArgusrankConfig) -> dict[str, Any]:
+    from argusrank.platform.train import run_finetune
+
+    return run_finetune(cfg, dataset_dir(cfg), init="candidate")
+
+
+def stage_export(cfg: ArgusrankConfig) -> dict[str, Any]:
+    from argusrank.platform.export import export_vectors
+
+    return export_vectors(cfg, dataset_dir(cfg), model_ref="candidate")
+
+
+def stage_materialize(cfg: ArgusrankConfig) -> dict[str, Any]:
+    from argusrank.features.store import materialize
+
+    return materialize(cfg)
+
+
+def stage_ranker(cfg: ArgusrankConfig) -> dict[str, Any]:
+    from argusrank.platform.ranker_job import train_rankers
+
+    return train_rankers(cfg, dataset_dir(cfg))
+
+
+STAGE_FUNCS: dict[str, Callable[[ArgusrankConfig], dict[str, Any]]] = {
+    "data": stage_data,
+    "pretrain": stage_pretrain,
+    "finetune": stage_finetune,
+    "export": stage_export,
+    "materialize": stage_materialize,
+    "ranker": stage_ranker,
+}
+
+
+def run_pipeline(cfg: ArgusrankConfig, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """Run the stages in order; returns ``{stage: result}`` plus ``seconds``."""
+    results: dict[str, Any] = {}
+    for name in stages:
+        console.rule(f"[bold]argusrank: {name}")
+        t0 = time.perf_counter()
+        results[name] = STAGE_FUNCS[name](cfg)
+        console.print(f"[green]{name} done in {time.perf_counter() - t0:.1f}s")
+    return results
+
+
+def uplift_table(ranker: dict[str, Any]) -> Table:
+    """The deployment metric: final-ranker PairAccuracy with vs without the ARGUS feature."""
+    t = Table(title="XGBoost final ranker on the held-out requests")
+    for col in ("ranker", "PairAccuracy", f"NDCG"):
+        t.add_column(col)
+    t.add_row("baseline features", f"{ranker['pair_accuracy_base']:.4f}", f"{ranker.get('ndcg_base', float('nan')):.4f}")
+    t.add_row("+ ARGUS dot product", f"{ranker['pair_accuracy_argus']:.4f}", f"{ranker.get('ndcg_argus', float('nan')):.4f}")
+    if ranker.get("oracle_pair_accuracy") is not None:
+        t.add_row("oracle (true affinity)", f"{ranker['oracle_pair_accuracy']:.4f}", "")
+    t.caption = f"relative PairAccuracy uplift: {ranker['uplift_rel'] * 100:+.2f}%"
+    return t
+
+
+def demo_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The machine-readable line of ``argusrank demo --json``."""
+    r = results["ranker"]
+    out = {k: r[k] for k in ("pair_accuracy_base", "pair_accuracy_argus", "uplift_rel", "oracle_pair_accuracy")}
+    out.update({k: r[k] for k in ("ndcg_base", "ndcg_argus") if k in r})
+    for stage in ("pretrain", "finetune"):
+        if isinstance(results.get(stage), dict) and "model_version" in results[stage]:
+            out[f"{stage}_model_version"] = results[stage]["model_version"]
+    return json.loads(json.dumps(out, default=str))
+
+
+def data_table(summary: dict[str, Any]) -> Table:
+    """Print the dataset summary (whatever scalar stats the data stage reports)."""
+    t = Table(title="dataset")
+    t.add_column("stat")
+    t.add_column("value")
+    for k, v in summary.items():
+        if isinstance(v, (int, float, str, bool)):
+            t.add_row(str(k), f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+    return t
+
+
+def serve_and_probe(cfg: ArgusrankConfig) -> str:
+    """Start the Serve app (non-blocking) and print one sample ``/recommend`` call."""
+    import httpx
+
+    from argusrank.platform.serve_app import start_serving
+
+    url = start_serving(cfg, blocking=False)
+    from argusrank.features.io import read_events
+
+    user = int(read_events(dataset_dir(cfg), columns=["user_id"]).column("user_id")[0].as_py())
+    body = {"user_id": user, "k": 10}
+    resp = httpx.post(f"{url}/recommend", json=body, timeout=30)
+    console.print(f"[bold]POST {url}/recommend {json.dumps(body)}[/bold] -> {resp.status_code}")
+    console.print_json(resp.text)
+    console.print(
+        f"\n[bold green]Serving on {url}[/]  try:\n"
+        f"  curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{json.dumps(body)}'\n"
+        f"  curl -s {url}/version\n(Ctrl-C stops it)"
+    )
+    return url
+
+
+def wait_forever(cfg: ArgusrankConfig) -> None:
+    """Keep the driver (and so the local Ray cluster and Serve) alive until Ctrl-C."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from argusrank.platform.serve_app import stop_serving
+
+        stop_serving()
