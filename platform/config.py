@@ -59,6 +59,11 @@ class SynthConfig(_Section):
     drift: float = Field(0.05, ge=0)  # per-day random-walk scale of user preferences
     policy_noise: float = Field(1.0, ge=0)  # logging policy: noise on its affinity estimate
     policy_popularity: float = Field(1.0, ge=0)  # logging policy: weight on log-popularity
+    # added by the data layer (features/synth.py documents the generative story)
+    quality_scale: float = Field(0.3, ge=0)  # std of the item quality bias (personal affinity has std 1)
+    feedback_noise: float = Field(0.5, ge=0)  # noise on true affinity when drawing feedback
+    organic_candidates: int = Field(16, gt=0)  # popularity-drawn items a user picks an organic event from
+    policy_candidates: int = Field(32, gt=1)  # popularity-drawn items the logging policy ranks per request
 
 
 class DataConfig(_Section):
@@ -80,7 +85,7 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     num_workers: int = Field(1, ge=1)
-    use_gpu: Literal["auto", "true", "false"] = "auto"
+    use_gpu: Literal["auto"] | bool = "auto"  # auto: use GPUs when torch sees one
     epochs: int = Field(3, ge=1)
     time_budget_s: float | None = Field(None, gt=0)
     batch_size: int = Field(64, ge=1)
@@ -90,6 +95,12 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = end of each epoch
     resume: bool = True
+    # --- added by the training platform (issue 4) ---
+    cpus_per_worker: int = Field(1, ge=1)  # also the torch thread count of each worker
+    max_failures: int = Field(0, ge=0)  # Ray Train worker-group restarts (resume from last checkpoint)
+    stop_after_steps: int | None = Field(None, ge=1)  # end this job early (checkpoints first); a rerun resumes
+    log_every: int = Field(20, ge=1)  # steps between MLflow step metrics
+    show_progress: bool = True  # tqdm bar on rank 0
 
 
 class FinetuneConfig(_Section):
@@ -121,6 +132,20 @@ class ServeConfig(_Section):
     num_candidates: int = Field(500, ge=1)
     max_k: int = Field(1000, ge=1)
     ann: Literal["auto", "exact", "hnsw"] = "auto"
+    # --- added by the serving layer (issue 6; platform/serve_app.py, models/ann.py) ---
+    exact_max_items: int = Field(50_000, ge=1)  # ann=auto: exact search up to this catalog size, HNSW above
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_construction: int = Field(100, ge=8)
+    hnsw_ef_search: int = Field(256, ge=8)  # raised to k when k is larger
+    ranker_alias: str = "champion"  # registry alias of cfg.mlflow.ranker_model_name that is served
+    reload_interval_s: float = Field(10.0, gt=0)  # how often replicas check the registry alias (hot swap)
+    as_of: float | None = None  # fixed request time (epoch s) for replaying old data; None = wall clock
+    max_exclude: int = Field(10_000, ge=0)  # /recommend: most item ids in `exclude`
+    max_rank_items: int = Field(2_000, ge=1)  # /rank: most item ids per request
+    max_body_bytes: int = Field(262_144, ge=1024)  # larger request bodies get 413
+    batch_max_size: int = Field(16, ge=1)  # @serve.batch of CandidateGenerator and Ranker
+    batch_wait_timeout_s: float = Field(0.0, ge=0)  # 0: batch only what is already queued (no added latency)
+    app_name: str = "argusrank"
 
 
 class MlflowConfig(_Section):
@@ -128,6 +153,22 @@ class MlflowConfig(_Section):
     experiment: str = "argusrank"
     argus_model_name: str = "argus"
     ranker_model_name: str = "argus-ranker"
+    promote_metric: str = "auto"  # metric `promote` compares; auto: pair_accuracy, else ndcg@10
+
+
+class EvalConfig(_Section):
+    """Offline evaluation (platform/evaluate.py), added by the training platform."""
+
+    protocol: Literal["temporal", "loo"] = "temporal"
+    negatives: Literal["100", "all"] = "all"  # LOO: 100 sampled unseen negatives or the full catalog
+    filter_seen: bool = False  # full-catalog ranking: drop items the user already had
+    ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
+    batch_size: int = Field(256, ge=1)
+
+    @field_validator("negatives", mode="before")
+    @classmethod
+    def _negatives_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
 
 
 class ArgusrankConfig(_Section):
@@ -141,6 +182,7 @@ class ArgusrankConfig(_Section):
     ranker: RankerConfig = RankerConfig()
     serve: ServeConfig = ServeConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    eval: EvalConfig = EvalConfig()
 
     @field_validator("paths", mode="after")
     @classmethod
