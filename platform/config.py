@@ -116,7 +116,10 @@ class FinetuneConfig(_Section):
 class FeaturesConfig(_Section):
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "localhost:6379"
-    dot_product_mode: Literal["caller", "on_demand"] = "caller"
+    dot_product_mode: Literal["caller", "on_demand"] = "caller"  # bench/feast_online.py picked "caller"
+    snapshot_every_s: int = Field(86400, gt=0)  # export: user-vector / baseline snapshot spacing
+    export_batch_size: int = Field(256, ge=1)  # Ray Data map_batches batch size
+    export_actors: int = Field(0, ge=0)  # model actors in the Ray Data pool; 0 = auto (2 on CPU, 1 per GPU)
 
 
 class RankerConfig(_Section):
@@ -124,6 +127,8 @@ class RankerConfig(_Section):
     max_depth: int = Field(6, ge=1)
     learning_rate: float = Field(0.1, gt=0)
     ndcg_k: int = Field(10, ge=1)
+    train_frac: float = Field(0.6, gt=0, lt=1)  # earliest share of the ranker window's requests used for training
+    alias: str = "champion"  # registry alias set on the chosen ranker
 
 
 class ServeConfig(_Section):

@@ -1,0 +1,343 @@
+"""Importers: public interaction logs -> validated dataset directory (see features/io.py).
+
+``import_dataset(fmt, src, out_dir)`` reads the source, validates every row
+(features/validate.py), writes accepted events and rejected rows and returns a
+report. Format mappings (also in the README):
+
+- ``yambda``: flat parquet ``uid, item_id, timestamp, is_organic, played_ratio_pct,
+  track_length_seconds`` from ``listens``/``likes``/``dislikes``/``unlikes``/
+  ``undislikes`` files (the event type is the file name) or ``multi_event``
+  (an ``event_type`` column). ``played_ratio = played_ratio_pct / 100`` (values
+  above 100 %, i.e. replays/seeks, clipped to 1); like -> ``liked=True``,
+  dislike -> ``disliked=True``, unlike -> ``liked=False``, undislike ->
+  ``disliked=False``; other feedback null. No requests in Yambda.
+- ``movielens``: ``user_id item_id rating timestamp`` separated by tab, ``::`` or
+  comma (csv with a header ``userId,movieId,rating,timestamp``). Rating in [0, 5]:
+  ``liked = rating >= 4``, ``disliked = rating <= 2``, rating 2.5-3.5 is neutral
+  (grade "listen"); ``played_ratio`` null, ``rating`` kept, ``is_organic`` True.
+- ``sasrec``: ``user item`` per line in time order; the 0-based line index
+  becomes the timestamp; string IDs map to ints by first appearance (users from
+  0, items from 1) with ``vocab/users.parquet`` and ``vocab/items.parquet``.
+- ``movielens-100k``: ``pip download --no-deps recbole==1.2.1`` into a cache and
+  the wheel's ``ml-100k.inter`` read as movielens (recbole is never imported).
+
+Text rows: ``row`` in rejected/ is the 0-based physical line index in ``source``.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from argusrank.features.io import write_dataset
+from argusrank.features.schema import EVENT_TYPE_CODE, SURFACE_CODE
+from argusrank.features.validate import (
+    MAX_TIMESTAMP,
+    Checker,
+    NoValidEvents,
+    SchemaError,
+    require_columns,
+)
+
+FORMATS = ("yambda", "movielens", "sasrec", "movielens-100k")
+RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
+ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
+YAMBDA_FILES = {"listens": "listen", "likes": "like", "dislikes": "dislike", "unlikes": "unlike", "undislikes": "undislike"}
+YAMBDA_COLUMNS = ["uid", "item_id", "timestamp", "is_organic", "played_ratio_pct", "track_length_seconds", "event_type"]
+LIKE_AT, DISLIKE_AT = 4.0, 2.0  # movielens rating thresholds
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "argusrank"
+
+
+# --- text parsing (vectorized: pyarrow string kernels over all lines at once) -------------------
+def _lines(data: bytes) -> tuple[pa.Array, np.ndarray]:
+    """Non-empty lines (large_string, CR stripped) and their 0-based physical line index."""
+    text = pa.array([data.decode("utf-8", errors="replace")], pa.large_string())
+    lines = pc.list_flatten(pc.split_pattern(text, "\n"))
+    lines = pc.utf8_rtrim(lines, "\r")
+    keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
+    idx = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+    return lines.filter(keep), idx.astype(np.int64)
+
+
+def _split_fields(lines: pa.Array, sep: str | None, names: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """Split lines into len(names) string columns (+ ``line``); returns (raw, wrong_field_count mask)."""
+    trimmed = pc.utf8_trim_whitespace(lines)
+    parts = pc.split_pattern_regex(trimmed, r"\s+") if sep is None else pc.split_pattern(trimmed, sep)
+    nfields = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    wrong = nfields != len(names)
+    parts = pc.if_else(pa.array(~wrong), parts, pa.scalar(None, parts.type))
+    cols = {n: pc.utf8_trim_whitespace(pc.list_element(parts, i)) for i, n in enumerate(names)}
+    cols["line"] = pc.cast(lines, pa.string())
+    return pa.table(cols), wrong
+
+
+def _detect_sep(first: str) -> str | None:
+    if "::" in first:
+        return "::"
+    for sep in ("\t", ","):
+        if sep in first:
+            return sep
+    return None  # whitespace
+
+
+_ML_ALIASES = {
+    "user_id": ("user_id", "userid", "user", "uid"),
+    "item_id": ("item_id", "itemid", "movie_id", "movieid", "item", "movie"),
+    "rating": ("rating", "score"),
+    "timestamp": ("timestamp", "time", "ts"),
+}
+
+
+def _header_names(header: str, sep: str | None, what: str) -> tuple[list[str], list[str]]:
+    """Map a header line to canonical names; RecBole-style ``name:type`` suffixes dropped."""
+    raw = header.split(sep) if sep else header.split()
+    norm = [h.strip().split(":")[0].lower() for h in raw]
+    names = []
+    for h in norm:
+        canon = next((c for c, al in _ML_ALIASES.items() if h in al), h)
+        names.append(canon)
+    for c in _ML_ALIASES:
+        if c not in names:
+            raise SchemaError(f"{what}: header has no {c!r} column (header: {header.strip()!r})")
+    return names, raw
+
+
+# --- event column helpers ---------------------------------------------------------------------
+def _nullable(values: np.ndarray, null: np.ndarray, typ: pa.DataType) -> pa.Array:
+    return pa.array(values, type=typ, mask=np.asarray(null, dtype=bool))
+
+
+def _events(n: int, user, item, ts, is_organic, event_type, played_ratio=None, liked=None,
+            disliked=None, rating=None, request_id=None, position=None) -> dict:
+    """Full-length EVENT_SCHEMA columns (None -> all null)."""
+    def nulls(t):
+        return pa.nulls(n, t)
+    return {
+        "user_id": user, "timestamp": ts, "item_id": item,
+        "is_organic": is_organic, "surface": np.full(n, SURFACE_CODE["unknown"], np.int8),
+        "request_id": request_id if request_id is not None else nulls(pa.int64()),
+        "position": position if position is not None else nulls(pa.int16()),
+        "event_type": event_type,
+        "played_ratio": played_ratio if played_ratio is not None else nulls(pa.float32()),
+        "liked": liked if liked is not None else nulls(pa.bool_()),
+        "disliked": disliked if disliked is not None else nulls(pa.bool_()),
+        "rating": rating if rating is not None else nulls(pa.float32()),
+    }
+
+
+def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_order: int,
+            vocab: dict | None = None, extra: dict | None = None) -> dict:
+    accepted, rejected = checker.split(events)
+    assert accepted.num_rows + rejected.num_rows == checker.n
+    report = {
+        "format": fmt, "source": str(src), "input_rows": checker.n,
+        "accepted": accepted.num_rows, "rejected": rejected.num_rows,
+        "rejected_by_reason": checker.report(), "n_out_of_order": n_out_of_order,
+        **(extra or {}),
+    }
+    meta = write_dataset(out_dir, accepted, rejected, report, vocab=vocab)
+    if accepted.num_rows == 0:
+        reasons = "; ".join(f"{k} ({v})" for k, v in list(report["rejected_by_reason"].items())[:5])
+        raise NoValidEvents(f"{fmt}: no valid events in {src} ({checker.n} rows rejected: {reasons})")
+    return meta
+
+
+# --- movielens ----------------------------------------------------------------------------------
+def _movielens_from_bytes(data: bytes, source: str, out_dir, fmt: str, src) -> dict:
+    lines, line_idx = _lines(data)
+    if len(lines) == 0:
+        raise SchemaError(f"{fmt}: {source} is empty")
+    first = lines[0].as_py()
+    sep = _detect_sep(first)
+    first_field = (first.split(sep) if sep else first.split())[0].strip()
+    if not first_field.lstrip("-").replace(".", "", 1).isdigit():  # header line
+        names, _ = _header_names(first, sep, f"{fmt} {source}")
+        lines, line_idx = lines.slice(1), line_idx[1:]
+    else:
+        names = list(_ML_ALIASES)
+    raw, wrong = _split_fields(lines, sep, names)
+    ck = Checker(raw, source=np.full(len(line_idx), source, dtype=object), row=line_idx)
+    ck.fail(wrong, f"line: expected {len(names)} fields ({' '.join(names)}) separated by {sep or 'whitespace'!r}")
+    user = ck.int_column("user_id", lo=0)
+    item = ck.int_column("item_id", lo=0)
+    rating = ck.float_column("rating", required=True, lo=0.0, hi=5.0)
+    ts = ck.int_column("timestamp", lo=0, hi=MAX_TIMESTAMP)
+    et = np.full(ck.n, EVENT_TYPE_CODE["rating"], np.int8)
+    ck.duplicates({"user_id": user.values, "item_id": item.values, "timestamp": ts.values})
+    n_ooo = ck.time_order(user.values, ts.values)
+    r = rating.values
+    events = _events(
+        ck.n, user.values, item.values, ts.values, np.ones(ck.n, bool), et,
+        liked=_nullable(r >= LIKE_AT, rating.null, pa.bool_()),
+        disliked=_nullable(r <= DISLIKE_AT, rating.null, pa.bool_()),
+        rating=_nullable(np.nan_to_num(r).astype(np.float32), rating.null, pa.float32()),
+    )
+    return _finish(fmt, src, out_dir, ck, events, n_ooo, extra={"separator": sep or "whitespace",
+                                                               "rating_mapping": f"liked=rating>={LIKE_AT}, disliked=rating<={DISLIKE_AT}"})
+
+
+def import_movielens(src, out_dir) -> dict:
+    """MovieLens ratings file (tab, ``::`` or csv with header) -> dataset."""
+    p = Path(src)
+    if not p.is_file():
+        raise FileNotFoundError(f"movielens: no such file {p}")
+    return _movielens_from_bytes(p.read_bytes(), p.name, out_dir, "movielens", src)
+
+
+def fetch_ml100k(cache_dir=None) -> Path:
+    """The recbole 1.2.1 wheel in the cache (``pip download --no-deps`` if missing)."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    wheel = cache / RECBOLE_WHEEL
+    if wheel.is_file():
+        return wheel
+    cache.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "recbole==1.2.1", "-d", str(cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not wheel.is_file():
+        raise RuntimeError(f"movielens-100k: `{' '.join(cmd)}` failed (rc={proc.returncode}):\n"
+                           f"{(proc.stdout + proc.stderr)[-2000:]}")
+    return wheel
+
+
+def import_movielens_100k(src, out_dir, cache_dir=None) -> dict:
+    """ml-100k from the recbole wheel (``src``: None to download, or a wheel / .inter file)."""
+    path = Path(src) if src else fetch_ml100k(cache_dir)
+    if path.suffix == ".inter":
+        data, name = path.read_bytes(), path.name
+    else:
+        with zipfile.ZipFile(path) as zf:
+            if ML100K_MEMBER not in zf.namelist():
+                raise SchemaError(f"movielens-100k: {path} has no {ML100K_MEMBER}")
+            data, name = zf.read(ML100K_MEMBER), "ml-100k.inter"
+    return _movielens_from_bytes(data, name, out_dir, "movielens-100k", path)
+
+
+# --- sasrec -------------------------------------------------------------------------------------
+def import_sasrec(src, out_dir) -> dict:
+    """``user item`` lines in time order -> dataset (line index = timestamp, vocab-mapped IDs)."""
+    p = Path(src)
+    if not p.is_file():
+        raise FileNotFoundError(f"sasrec: no such file {p}")
+    lines, line_idx = _lines(p.read_bytes())
+    if len(lines) == 0:
+        raise SchemaError(f"sasrec: {p} is empty")
+    raw, wrong = _split_fields(lines, None, ["user", "item"])
+    ck = Checker(raw, source=np.full(len(line_idx), p.name, dtype=object), row=line_idx)
+    ck.fail(wrong, "line: expected 2 fields (user item) separated by whitespace")
+    ok = pa.array(ck.ok)
+    vocab, ids = {}, {}
+    for name, col, start in (("users", "user", 0), ("items", "item", 1)):
+        enc = pc.dictionary_encode(raw[col].filter(ok)).combine_chunks()  # first appearance order
+        vocab[name] = pa.table({"id": pa.array(np.arange(len(enc.dictionary)) + start, pa.int64()),
+                                "raw": enc.dictionary})
+        full = np.zeros(ck.n, np.int64)
+        full[ck.ok] = enc.indices.to_numpy(zero_copy_only=False) + start
+        ids[name] = full
+    n = ck.n
+    events = _events(n, ids["users"], ids["items"], line_idx, np.ones(n, bool),
+                     np.full(n, EVENT_TYPE_CODE["interaction"], np.int8))
+    return _finish("sasrec", src, out_dir, ck, events, 0, vocab=vocab,
+                   extra={"timestamps": "0-based line index (file order = time order)"})
+
+
+# --- yambda -------------------------------------------------------------------------------------
+def _yambda_files(src: Path) -> list[Path]:
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        files = sorted(src.rglob("*.parquet"))
+        if files:
+            return files
+        raise FileNotFoundError(f"yambda: no .parquet files under {src}")
+    raise FileNotFoundError(f"yambda: no such file or folder {src}")
+
+
+def _yambda_raw(path: Path) -> pa.Table:
+    t = pq.read_table(path)
+    require_columns(t, ["uid", "item_id", "timestamp", "is_organic"], f"yambda {path.name}")
+    n = t.num_rows
+    if "event_type" in t.column_names:
+        et = pc.cast(t["event_type"].cast(pa.string()) if pa.types.is_dictionary(t["event_type"].type)
+                     else t["event_type"], pa.string())
+    else:
+        kind = YAMBDA_FILES.get(path.stem)
+        if kind is None:
+            raise SchemaError(f"yambda {path.name}: no 'event_type' column and the file name is not one of "
+                              f"{sorted(YAMBDA_FILES)} or multi_event")
+        et = pa.array(np.full(n, kind, dtype=object), pa.string())
+    cols = {}
+    for c in YAMBDA_COLUMNS:
+        if c == "event_type":
+            cols[c] = et
+        elif c in t.column_names:
+            col = t[c]
+            cols[c] = col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+        else:
+            cols[c] = pa.nulls(n, pa.float64())
+    return pa.table(cols)
+
+
+def import_yambda(src, out_dir) -> dict:
+    """Yambda flat parquet file or folder of files -> dataset."""
+    files = _yambda_files(Path(src))
+    raws = [_yambda_raw(f) for f in files]
+    raw = pa.concat_tables(raws, promote_options="permissive")
+    source = np.concatenate([np.full(r.num_rows, f.name, dtype=object) for f, r in zip(files, raws)])
+    row = np.concatenate([np.arange(r.num_rows, dtype=np.int64) for r in raws])
+    ck = Checker(raw, source=source, row=row)
+    user = ck.int_column("uid", lo=0)
+    item = ck.int_column("item_id", lo=0)
+    ts = ck.int_column("timestamp", lo=0, hi=MAX_TIMESTAMP)
+    organic = ck.bool_column("is_organic", required=True)
+    pct = ck.float_column("played_ratio_pct", lo=0.0)
+    ck.float_column("track_length_seconds", lo=0.0)
+    kinds = ["listen", "like", "dislike", "unlike", "undislike"]
+    et_str = pc.fill_null(raw["event_type"], "")
+    known = pc.is_in(et_str, pa.array(kinds)).to_numpy(zero_copy_only=False)
+    ck.fail(~known, f"event_type: not one of {kinds}")
+    kind_idx = pc.index_in(et_str, pa.array(kinds)).to_numpy(zero_copy_only=False)
+    kind_idx = np.nan_to_num(np.asarray(kind_idx, dtype=np.float64), nan=0).astype(np.int64)
+    et = np.array([EVENT_TYPE_CODE[k] for k in kinds], np.int8)[kind_idx]
+    ck.duplicates({"uid": user.values, "item_id": item.values, "timestamp": ts.values, "event_type": et})
+    n_ooo = ck.time_order(user.values, ts.values)
+    is_listen = kind_idx == 0
+    pr = np.minimum(np.nan_to_num(pct.values) / 100.0, 1.0).astype(np.float32)
+    liked_known = (kind_idx == 1) | (kind_idx == 3)
+    disliked_known = (kind_idx == 2) | (kind_idx == 4)
+    events = _events(
+        ck.n, user.values, item.values, ts.values, organic.values, et,
+        played_ratio=_nullable(pr, pct.null | ~is_listen, pa.float32()),
+        liked=_nullable(kind_idx == 1, ~liked_known, pa.bool_()),
+        disliked=_nullable(kind_idx == 2, ~disliked_known, pa.bool_()),
+    )
+    return _finish("yambda", src, out_dir, ck, events, n_ooo,
+                   extra={"files": [f.name for f in files]})
+
+
+def import_dataset(fmt: str, src, out_dir, cache_dir=None) -> dict:
+    """Import ``src`` in format ``fmt`` into ``out_dir``; returns the report (accepted/rejected counts ...).
+
+    Raises SchemaError (unusable input, names the column) or NoValidEvents
+    (every row rejected; rejected/ is still written).
+    """
+    if fmt == "yambda":
+        return import_yambda(src, out_dir)
+    if fmt == "movielens":
+        return import_movielens(src, out_dir)
+    if fmt == "sasrec":
+        return import_sasrec(src, out_dir)
+    if fmt == "movielens-100k":
+        return import_movielens_100k(src, out_dir, cache_dir)
+    raise ValueError(f"unknown format {fmt!r}; one of {FORMATS}")
+
+
+__all__ = ["import_dataset", "FORMATS", "fetch_ml100k", "SchemaError", "NoValidEvents"]
