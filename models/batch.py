@@ -84,3 +84,83 @@ class FinetuneBatch:
     def to(self, device) -> "FinetuneBatch":
         kw = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "history"}
         return type(self)(history=self.history.to(device), **kw)
+
+
+def is_positive(batch: SequenceBatch) -> torch.Tensor:
+    """(B, L) bool: valid events with grade >= listen (``features.schema.feedback_grade``):
+    liked, or not disliked and not skipped (unknown played fraction counts as a listen)."""
+    from argusrank.features.schema import SKIP_THRESHOLD
+
+    pr = batch.played_ratio
+    listened = pr.isnan() | (pr >= SKIP_THRESHOLD)
+    disliked = batch.disliked.nan_to_num(0.0) > 0
+    liked = batch.liked.nan_to_num(0.0) > 0
+    return batch.valid & (liked | (listened & ~disliked))
+
+
+def positives_only(batch: SequenceBatch) -> tuple[SequenceBatch, torch.Tensor]:
+    """Move each row's positive events to the front (order kept), the rest become padding.
+
+    Returns the new batch and ``order`` (B, L): new position j holds old position
+    ``order[:, j]`` (gather other (B, L) tensors with it). Used by the SASRec ablation.
+    """
+    keep = is_positive(batch)
+    L = keep.shape[1]
+    order = ((~keep).long() * L + torch.arange(L, device=keep.device)).argsort(dim=1)  # (B, L), stable
+    kw = {f.name: getattr(batch, f.name).gather(1, order) for f in fields(batch)}
+    kw["valid"] = keep.gather(1, order)
+    kw["target_mask"] = kw["target_mask"] & kw["valid"]
+    return SequenceBatch(**kw), order
+
+
+# ---- random batches for tests and benches (no data layer needed) ----
+
+def random_sequence_arrays(B: int, L: int, seed: int = 0, n_items: int = 50, min_len: int = 1) -> dict:
+    """Right-padded histories with sorted timestamps, mixed feedback and NaN (unknown) signals."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_len, L + 1, size=B)
+    valid = np.arange(L)[None, :] < lengths[:, None]
+    ts = np.cumsum(rng.integers(0, 4000, size=(B, L)), axis=1) + 1_000_000  # ties (gap 0) possible
+    pr = rng.random((B, L)).astype(np.float32)
+    pr[rng.random((B, L)) < 0.2] = np.nan
+    liked = (rng.random((B, L)) < 0.2).astype(np.float32)
+    liked[rng.random((B, L)) < 0.3] = np.nan
+    disliked = (rng.random((B, L)) < 0.1).astype(np.float32)
+    a = dict(
+        item_id=np.where(valid, rng.integers(1, n_items + 1, size=(B, L)) * 7919 + 10**9, 0).astype(np.int64),
+        timestamp=np.where(valid, ts, 0).astype(np.int64),
+        is_organic=rng.random((B, L)) < 0.5,
+        surface=rng.integers(0, 7, size=(B, L)).astype(np.int64),
+        played_ratio=np.where(valid, pr, np.nan).astype(np.float32),
+        liked=np.where(valid, liked, np.nan).astype(np.float32),
+        disliked=np.where(valid, disliked, np.nan).astype(np.float32),
+        valid=valid,
+    )
+    a["target_mask"] = valid & (rng.random((B, L)) < 0.9)
+    return a
+
+
+def random_sequence_batch(B: int, L: int, seed: int = 0, **kw) -> SequenceBatch:
+    return SequenceBatch.from_numpy(random_sequence_arrays(B, L, seed, **kw))
+
+
+def random_finetune_batch(B: int, L: int, K: int, P: int, seed: int = 0, lag_s: int = 5000,
+                          n_items: int = 50, min_len: int = 1, min_impressions: int = 2) -> FinetuneBatch:
+    """Impression times span before the first event to after the last one (so some map to the
+    empty state), some exactly at an event time + lag (ties); pairs index valid impressions."""
+    a = random_sequence_arrays(B, L, seed, n_items=n_items, min_len=min_len)
+    rng = np.random.default_rng(seed + 1)
+    lo, hi = a["timestamp"][:, :1] - 10_000, a["timestamp"].max(1, keepdims=True) + 2 * lag_s
+    imp_time = (lo + rng.random((B, K)) * (hi - lo)).astype(np.int64)
+    tie = rng.random((B, K)) < 0.2  # exactly event time + lag
+    ev = a["timestamp"][np.arange(B)[:, None], rng.integers(0, a["valid"].sum(1)[:, None], size=(B, K))]
+    imp_time = np.where(tie, ev + lag_s, imp_time)
+    n_imp = rng.integers(min(min_impressions, K), K + 1, size=B)
+    imp_valid = np.arange(K)[None, :] < n_imp[:, None]
+    pa_ = rng.integers(0, n_imp[:, None], size=(B, P))
+    pb_ = rng.integers(0, n_imp[:, None], size=(B, P))
+    w = rng.integers(1, 4, size=(B, P)).astype(np.float32) * (pa_ != pb_) * (rng.random((B, P)) < 0.9)
+    a.update(imp_item=(rng.integers(1, n_items + 1, size=(B, K)) * 7919 + 10**9).astype(np.int64),
+             imp_time=imp_time, imp_valid=imp_valid, pair_a=pa_.astype(np.int64), pair_b=pb_.astype(np.int64),
+             pair_w=w.astype(np.float32))
+    return FinetuneBatch.from_numpy(a)

@@ -1,0 +1,71 @@
+"""Heads on top of the encoder: NIP, FP, learned temperature, and the two towers.
+
+- NIP (next-item prediction): query from (state t-1, context t) -> nip_dim, scored
+  by cosine against the item side projected to nip_dim, divided by a temperature.
+- FP (feedback prediction): (state t-1, context t, item t) -> one logit per target.
+- Towers (fine-tuning, ARGUS.md section 3): user state -> tower_dim, item -> tower_dim;
+  the ranking feature is their dot product.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import FEEDBACK_TARGETS, ArgusConfig
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """Two-layer MLP: in -> hidden (GELU) -> out."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+
+class Temperature(nn.Module):
+    """Learned softmax temperature T = exp(t), clipped to [min, max] (ARGUS: [0.01, 100])."""
+
+    def __init__(self, cfg: ArgusConfig):
+        super().__init__()
+        self.lo, self.hi = cfg.temperature_min, cfg.temperature_max
+        self.log_t = nn.Parameter(torch.tensor(math.log(cfg.temperature_init)))
+
+    def forward(self) -> torch.Tensor:  # () scalar
+        return self.log_t.exp().clamp(self.lo, self.hi)
+
+
+class NIPHead(nn.Module):
+    """Query side ``query(x)`` and item side ``item(e)``, both L2-normalized to nip_dim."""
+
+    def __init__(self, cfg: ArgusConfig, in_dim: int):
+        super().__init__()
+        self.q = mlp(in_dim, cfg.d_model, cfg.nip_dim)
+        self.i = nn.Linear(cfg.d_model, cfg.nip_dim)
+        self.temperature = Temperature(cfg)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_dim) -> (..., nip_dim)
+        return F.normalize(self.q(x).float(), dim=-1)
+
+    def item(self, e: torch.Tensor) -> torch.Tensor:  # (..., d_model) -> (..., nip_dim)
+        return F.normalize(self.i(e).float(), dim=-1)
+
+
+class FPHead(nn.Module):
+    """(..., in_dim) -> dict target -> (...,) logits, one per feedback target."""
+
+    def __init__(self, cfg: ArgusConfig, in_dim: int):
+        super().__init__()
+        self.net = mlp(in_dim, cfg.d_model, len(FEEDBACK_TARGETS))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(x).float()
+        return {t: logits[..., i] for i, t in enumerate(FEEDBACK_TARGETS)}
+
+
+class Towers(nn.Module):
+    """User tower (state -> tower_dim) and item tower (item embedding -> tower_dim)."""
+
+    def __init__(self, cfg: ArgusConfig):
+        super().__init__()
+        self.user = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
+        self.item = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
