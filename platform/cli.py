@@ -269,8 +269,8 @@ def quality_cmd(
     protocol: str = typer.Option("temporal", "--protocol", help="temporal | loo"),
     negatives: str = typer.Option("all", "--negatives", help="100 | all"),
     seed: int = typer.Option(0, "--seed"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model size preset (default: quality default 'xs')."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: quality default 20)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model size preset (default: the quality default, tiny widened to d_model=64; see bench/README.md)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: 20)."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop training after this many seconds."),
     config: Optional[Path] = ConfigOpt,
     set_: Optional[list[str]] = SetOpt,
@@ -341,7 +341,64 @@ def scaling_cmd(
         typer.echo(_json.dumps(rows, default=str))
 
 # --- feature platform commands: export, materialize, ranker ------------------------------
-# (added by the feature platform)
+# thin wrappers around platform/export.py, features/store.py, platform/ranker_job.py (issue 5)
+ranker_app = typer.Typer(no_args_is_help=True, help="The XGBoost final ranker with / without the ARGUS feature.")
+app.add_typer(ranker_app, name="ranker")
+
+
+@app.command("export")
+def export_cmd(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    data: Optional[Path] = DataOpt,
+    model: str = typer.Option("candidate", "--model", "-m", help="Registry alias or version of the ARGUS model."),
+    as_of: Optional[list[int]] = typer.Option(None, "--as-of", help="Snapshot time(s), seconds (repeatable); "
+                                               "default daily from the split time T through the data end."),
+    lag_s: int = typer.Option(0, "--lag-s", help="User state as of as_of - lag_s."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Batch-export user + item vectors (Ray Data) and baseline features as offline parquet."""
+    from argusrank.platform.export import export_vectors
+
+    cfg = _config(config, set_)
+    res = export_vectors(cfg, _dataset(cfg, data), model_ref=model, as_of=as_of or None, lag_s=lag_s)
+    _emit(res, as_json, "export")
+
+
+@app.command("materialize")
+def materialize_cmd(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    full: bool = typer.Option(False, "--full", help="Reload every offline row, not only new ones."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Feast apply + incremental materialization into the online store (SQLite, or Redis)."""
+    from argusrank.features.store import materialize
+
+    cfg = _config(config, set_)
+    res = materialize(cfg, full=full)
+    res.update({f"{v}_rows_per_s": r.get("rows_per_s", 0) for v, r in res.pop("views").items()})
+    _emit(res, as_json, "materialize")
+
+
+@ranker_app.command("train")
+def ranker_train_cmd(
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[list[str]] = SetOpt,
+    data: Optional[Path] = DataOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train the ranker with and without the ARGUS dot product; print PairAccuracy, NDCG and uplift."""
+    from argusrank.features.store import VectorVersionMismatch
+    from argusrank.platform.ranker_job import train_rankers
+
+    cfg = _config(config, set_)
+    try:
+        res = train_rankers(cfg, _dataset(cfg, data))
+    except (VectorVersionMismatch, ValueError) as exc:
+        typer.secho(f"ranker train: {exc}", fg="red", err=True)
+        raise typer.Exit(1)
+    _emit(res, as_json, "final ranker (held-out requests)")
 
 # --- serving commands ---------------------------------------------------------------------
 @app.command("serve")

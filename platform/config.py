@@ -151,6 +151,10 @@ class ServeConfig(_Section):
     batch_max_size: int = Field(16, ge=1)  # @serve.batch of CandidateGenerator and Ranker
     batch_wait_timeout_s: float = Field(0.0, ge=0)  # 0: batch only what is already queued (no added latency)
     app_name: str = "argusrank"
+    # feast_batched: every feature of (user, candidates) in one Feast call (vectors read there too);
+    # cached_items: item stats held in RAM (refreshed on materialize), dots from the in-RAM item
+    # vectors, Feast reads only the user row + (user, item) rows: the faster (bench/README.md)
+    features_path: Literal["cached_items", "feast_batched"] = "cached_items"
 
 
 class MlflowConfig(_Section):

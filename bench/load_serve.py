@@ -1,0 +1,223 @@
+"""Load test of the Serve app: /recommend and /rank at fixed request rates, vs the same pipeline in-process.
+
+Open-loop async HTTP client (httpx) on loopback only: requests are sent on a fixed
+schedule (``--rates``) whether or not earlier ones returned, bounded by count
+(``--max-requests``) AND time (``--duration``, plus a hard timeout per request).
+Reports p50/p95/p99 latency, achieved throughput and errors per endpoint and rate,
+then runs the same pipeline in-process (``serve_core.InProcessPipeline``: no Serve,
+no HTTP) on the same users for the ratio. The client shares the machine's cores
+with the app (as ``make bench`` on a laptop would).
+
+    # serve what the last demo registered (needs >= 500 items for 500 candidates):
+    .venv/bin/python bench/load_serve.py --rates 50 100 --duration 10
+    # or build a synthetic serving home first (vectors + baseline + ranker, no ARGUS training):
+    .venv/bin/python bench/load_serve.py --synthetic-items 20000 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ann import machine  # noqa: E402  (bench/ann.py)
+
+
+def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed: int = 0) -> list[str]:
+    """A serving home without ARGUS training: synth events -> baseline -> clustered vectors -> Feast -> ranker.
+
+    Returns the config overrides that point at it.
+    """
+    import mlflow
+    import mlflow.xgboost
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from argusrank.features.baseline import ARGUS_FEATURES, compute_baseline, ranker_features, snapshot_times, write_baseline
+    from argusrank.features.io import read_events
+    from argusrank.features.store import baseline_dir, materialize, online_features, vector_table, write_vectors
+    from argusrank.features.synth import synthesize
+    from argusrank.models.ranker import train_ranker
+    from argusrank.platform.config import load_config
+
+    sets = [f"paths.home={home}", f"data.synth.n_users={n_users}", f"data.synth.n_items={n_items}", "data.synth.days=10"]
+    cfg = load_config(overrides=sets, env={})
+    synthesize(cfg.data.synth, home / "data" / "synth", seed=seed)
+    events = read_events(home / "data" / "synth")
+    ts = events["timestamp"].to_numpy()
+    write_baseline(compute_baseline(events, snapshot_times(int(ts.min()), int(ts.max()))), baseline_dir(cfg))
+    end = int(ts.max()) + 1
+    sets.append(f"serve.as_of={end + 3600}")
+    cfg = load_config(overrides=sets, env={})
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(n_items // 100, 8), dim))
+    users, items = np.unique(events["user_id"].to_numpy()), np.arange(n_items)
+    U = centres[rng.integers(0, len(centres), len(users))] + rng.normal(size=(len(users), dim))
+    V = centres[rng.integers(0, len(centres), n_items)] + rng.normal(size=(n_items, dim))
+    write_vectors(cfg, "user", vector_table("user", users, U, 1, end, time.time()), "v1")
+    write_vectors(cfg, "item", vector_table("item", items, V, 1, end, time.time()), "v1")
+    materialize(cfg)
+    xs, grades, groups = [], [], []
+    for g, u in enumerate(users[:200]):
+        its = rng.choice(items, 20, replace=False)
+        raw = online_features(cfg, int(u), its)
+        xs.append(ranker_features(raw, end + 3600, ARGUS_FEATURES))
+        grades.append(np.digitize(raw["argus_dot"] + rng.normal(0, 3, len(its)), [-5, 0, 5]) - 1)
+        groups.append(np.full(len(its), g))
+    model = train_ranker(pd.DataFrame(np.concatenate(xs), columns=list(ARGUS_FEATURES)), np.concatenate(grades),
+                         np.concatenate(groups), n_estimators=200, max_depth=6, learning_rate=0.1, seed=seed)
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_registry_uri(cfg.tracking_uri)
+    mlflow.set_experiment("bench-load-serve")
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name)
+    client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
+    client.set_model_version_tag(cfg.mlflow.ranker_model_name, info.registered_model_version, "argus_version", "1")
+    client.set_registered_model_alias(cfg.mlflow.ranker_model_name, "champion", info.registered_model_version)
+    return sets
+
+
+def _stats(lat_ms: list[float], errors: int, wall_s: float, name: str, rate: float | None) -> dict:
+    a = np.asarray(lat_ms) if lat_ms else np.asarray([np.nan])
+    return {"endpoint": name, "rate_rps": rate, "requests": len(lat_ms) + errors, "errors": errors,
+            "throughput_rps": len(lat_ms) / wall_s if wall_s else float("nan"),
+            "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "p99_ms": float(np.percentile(a, 99))}
+
+
+async def open_loop(url: str, path: str, bodies: list[dict], rate: float, duration_s: float, max_requests: int,
+                    timeout_s: float) -> dict:
+    """Send ``bodies`` (cycled) at ``rate`` per second for at most ``duration_s`` / ``max_requests``."""
+    import httpx
+
+    n = min(max_requests, int(rate * duration_s))
+    lat, errors = [], 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        async def one(i: int, due: float) -> None:
+            nonlocal errors
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            t = time.perf_counter()
+            try:
+                r = await client.post(path, json=bodies[i % len(bodies)])
+                if r.status_code == 200:
+                    lat.append((time.perf_counter() - t) * 1e3)
+                else:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+
+        t0 = time.perf_counter() + 0.05
+        await asyncio.gather(*(one(i, t0 + i / rate) for i in range(n)))
+        wall = time.perf_counter() - t0
+    return _stats(lat, errors, wall, path, rate)
+
+
+def in_process(cfg, users: list[int], k: int, n: int, rank_items: list[list[int]]) -> list[dict]:
+    from argusrank.platform.serve_core import InProcessPipeline
+
+    pipe = InProcessPipeline(cfg)
+    out = []
+    for name, call in (("/recommend", lambda i: pipe.recommend(users[i % len(users)], k)),
+                       ("/rank", lambda i: pipe.rank(users[i % len(users)], rank_items[i % len(rank_items)]))):
+        for i in range(min(n, 20)):  # warm-up
+            call(i)
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            call(i)
+            lat.append((time.perf_counter() - t) * 1e3)
+        out.append(_stats(lat, 0, sum(lat) / 1e3, name + " (in-process)", None))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None, help="argusrank YAML config of a trained home")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
+    ap.add_argument("--synthetic-items", type=int, default=0, help="build a synthetic serving home with this many items")
+    ap.add_argument("--synthetic-users", type=int, default=2000)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--rates", type=float, nargs="+", default=[50, 100])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per (endpoint, rate)")
+    ap.add_argument("--max-requests", type=int, default=3000)
+    ap.add_argument("--timeout", type=float, default=5.0, help="per-request timeout (s)")
+    ap.add_argument("--candidates", type=int, default=500)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--rank-items", type=int, default=100)
+    ap.add_argument("--num-cpus", type=int, default=2, help="CPUs given to Ray")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    import ray
+
+    from argusrank.platform.config import load_config
+    from argusrank.platform.serve_app import start_serving, stop_serving
+
+    sets = list(args.set)
+    if args.synthetic_items:
+        home = Path(tempfile.mkdtemp(prefix="argusrank-load-"))
+        t = time.perf_counter()
+        sets = build_synthetic_home(home, args.synthetic_users, args.synthetic_items, args.dim) + sets
+        print(f"synthetic serving home {home} built in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    port = 18000 + os.getpid() % 1000
+    sets += [f"serve.num_candidates={args.candidates}", "serve.host=127.0.0.1", f"serve.port={port}"]
+    cfg = load_config(args.config, sets)
+    assert cfg.serve.host in ("127.0.0.1", "localhost"), "loopback only"
+
+    import pyarrow.dataset as ds
+
+    rng = np.random.default_rng(0)
+    known = np.unique(ds.dataset(cfg.paths.vectors_dir / "user_vectors").to_table(columns=["user_id"])["user_id"].to_numpy())
+    users = rng.choice(known, min(200, len(known)), replace=False).tolist()
+    from argusrank.platform.serve_core import item_vectors, resolve_bundle
+
+    catalog, _ = item_vectors(cfg, resolve_bundle(cfg).argus_version)
+    rank_items = [rng.choice(catalog, min(args.rank_items, len(catalog)), replace=False).tolist() for _ in range(50)]
+    rows = in_process(cfg, users, args.k, 300, rank_items)
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, object_store_memory=200_000_000, namespace="serve",
+             log_to_driver=False)
+    try:
+        url = start_serving(cfg, blocking=False)
+        rec = [{"user_id": u, "k": args.k} for u in users]
+        rnk = [{"user_id": u, "item_ids": items} for u, items in zip(users, rank_items * 4)]
+        asyncio.run(open_loop(url, "/recommend", rec, 20, 2.0, 40, args.timeout))  # warm-up
+        for rate in args.rates:
+            for path, bodies in (("/recommend", rec), ("/rank", rnk)):
+                rows.append(asyncio.run(open_loop(url, path, bodies, rate, args.duration, args.max_requests, args.timeout)))
+    finally:
+        stop_serving()
+        ray.shutdown()
+
+    base = {r["endpoint"].split(" ")[0]: r for r in rows if r["rate_rps"] is None}
+    for r in rows:
+        ref = base.get(r["endpoint"].split(" ")[0])
+        r["p50_vs_in_process"] = r["p50_ms"] / ref["p50_ms"] if ref else None
+    from rich.console import Console
+    from rich.table import Table
+
+    mach = machine()
+    table = Table(title=f"Serve load: {args.candidates} candidates, k={args.k}, /rank {args.rank_items} items, "
+                        f"Ray num_cpus={args.num_cpus} — {mach}")
+    for col in ("endpoint", "rate rps", "requests", "errors", "thru rps", "p50 ms", "p95 ms", "p99 ms", "p50 / in-proc"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["endpoint"], "-" if r["rate_rps"] is None else f"{r['rate_rps']:.0f}", str(r["requests"]),
+                      str(r["errors"]), f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
+                      f"{r['p99_ms']:.2f}", f"{r['p50_vs_in_process']:.1f}x" if r["p50_vs_in_process"] else "-")
+    Console().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": mach, "args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

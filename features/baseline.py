@@ -1,0 +1,222 @@
+"""Baseline ranker features from the event log, and the one feature-matrix builder.
+
+Three batch feature views (declared in ``features/definitions.py``), all
+point-in-time correct by construction:
+
+- ``item_stats`` / ``user_stats``: snapshots at times ``s`` (daily by default),
+  each computed from events with ``timestamp < s`` only, valid from ``s``
+  (``event_timestamp = s``);
+- ``user_item``: one row per event, the user's prior interactions with that
+  item *including* the event, valid from ``timestamp + 1`` (strictly after it,
+  so an impression never sees its own feedback).
+
+:func:`ranker_features` turns raw feature values (from Feast, online or
+historical) plus the request time into the ranker's matrix; serving and
+training both call it, so the ranker sees the same features online and offline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from argusrank.features.schema import feedback_grade
+
+DAY = 86400
+WINDOWS_D = (1, 7, 30)  # popularity / activity windows in days
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A baseline feature view: name, entity columns, Float64 feature columns."""
+
+    name: str
+    keys: tuple[str, ...]
+    features: tuple[str, ...]
+    description: str
+
+
+ITEM_STATS = ViewSpec(
+    "item_stats", ("item_id",),
+    tuple(f"item_pop_{w}d" for w in WINDOWS_D) + ("item_like_rate_7d", "item_like_rate_30d", "item_pos_rate_7d"),
+    "item popularity (events) and like / positive-feedback rate over trailing windows, daily snapshots",
+)
+USER_STATS = ViewSpec(
+    "user_stats", ("user_id",),
+    tuple(f"user_events_{w}d" for w in WINDOWS_D) + ("user_events_total", "user_like_rate_30d", "user_skip_rate_7d",
+                                                      "user_last_ts"),
+    "user activity counts, like and skip rates, last event time, daily snapshots",
+)
+USER_ITEM = ViewSpec(
+    "user_item", ("user_id", "item_id"), ("ui_count", "ui_likes", "ui_last_ts"),
+    "the user's prior interactions with the item (count, likes, last time), valid after each event",
+)
+VIEWS = (ITEM_STATS, USER_STATS, USER_ITEM)
+
+#: the ranker's baseline features, in matrix column order; ARGUS adds DOT_FEATURE
+BASE_FEATURES: tuple[str, ...] = (
+    *ITEM_STATS.features,
+    *(f for f in USER_STATS.features if f != "user_last_ts"), "user_recency_s",
+    "ui_count", "ui_likes", "ui_recency_s",
+)
+DOT_FEATURE = "argus_dot"
+ARGUS_FEATURES: tuple[str, ...] = (*BASE_FEATURES, DOT_FEATURE)
+#: raw Feast feature refs (view:feature) the ranker needs besides the vectors
+RAW_REFS: tuple[str, ...] = tuple(f"{v.name}:{f}" for v in VIEWS for f in v.features)
+_COUNTS = {f for f in BASE_FEATURES if "_pop_" in f or "_events_" in f or f in ("ui_count", "ui_likes")}
+
+
+def snapshot_times(start_ts: int, end_ts: int, every_s: int = DAY) -> np.ndarray:
+    """Snapshot times ``every_s`` apart from ``floor(start)`` to the first boundary after ``end_ts``. (S,) int64"""
+    first = (int(start_ts) // every_s) * every_s
+    last = (int(end_ts) // every_s + 1) * every_s
+    return np.arange(first, last + 1, every_s, dtype=np.int64)
+
+
+def _grades(events: pa.Table) -> np.ndarray:
+    pr = events["played_ratio"].to_numpy(zero_copy_only=False).astype(np.float32)
+    liked = events["liked"].fill_null(False).to_numpy(zero_copy_only=False)
+    disliked = events["disliked"].fill_null(False).to_numpy(zero_copy_only=False)
+    return feedback_grade(pr, liked, disliked)
+
+
+def _ts_col(seconds: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(seconds, dtype="int64") * 1_000_000, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _snapshot_stats(key: np.ndarray, ts: np.ndarray, grade: np.ndarray, snaps: np.ndarray, kind: str) -> pa.Table:
+    """Per-key window stats at each snapshot; events (N,) sorted by ts. Rows: keys seen before the snapshot."""
+    uniq, kidx = np.unique(key, return_inverse=True)
+    n = len(uniq)
+    like, pos, skip = (grade == 2), (grade >= 1), (grade == 0)
+    parts = []
+    for s in snaps:
+        hi = np.searchsorted(ts, s, side="left")  # events with ts < s
+        if hi == 0:
+            continue
+        seen = np.bincount(kidx[:hi], minlength=n)  # (n,) all-time counts
+        cols: dict[str, np.ndarray] = {}
+        win: dict[int, tuple[np.ndarray, slice]] = {}
+        for w in sorted(set(WINDOWS_D) | {7, 30}):
+            lo = np.searchsorted(ts, s - w * DAY, side="left")
+            sl = slice(lo, hi)
+            win[w] = (np.bincount(kidx[sl], minlength=n).astype(np.float64), sl)
+        rate = lambda flag, w: np.bincount(kidx[win[w][1]], weights=flag[win[w][1]], minlength=n) / np.maximum(win[w][0], 1)
+        rows = np.flatnonzero(seen > 0)
+        if kind == "item":
+            for w in WINDOWS_D:
+                cols[f"item_pop_{w}d"] = win[w][0]
+            cols["item_like_rate_7d"] = np.where(win[7][0] > 0, rate(like, 7), np.nan)
+            cols["item_like_rate_30d"] = np.where(win[30][0] > 0, rate(like, 30), np.nan)
+            cols["item_pos_rate_7d"] = np.where(win[7][0] > 0, rate(pos, 7), np.nan)
+        else:
+            for w in WINDOWS_D:
+                cols[f"user_events_{w}d"] = win[w][0]
+            cols["user_events_total"] = seen.astype(np.float64)
+            cols["user_like_rate_30d"] = np.where(win[30][0] > 0, rate(like, 30), np.nan)
+            cols["user_skip_rate_7d"] = np.where(win[7][0] > 0, rate(skip, 7), np.nan)
+            last_ts = np.zeros(n)
+            last_ts[kidx[:hi]] = ts[:hi]  # ts sorted ascending: the last write wins
+            cols["user_last_ts"] = last_ts
+        part = {("item_id" if kind == "item" else "user_id"): uniq[rows]}
+        part.update({k: v[rows] for k, v in cols.items()})
+        part["event_timestamp"] = np.full(len(rows), s)
+        parts.append(pd.DataFrame(part))
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=[("item_id" if kind == "item" else "user_id"), *(ITEM_STATS if kind == "item" else USER_STATS).features,
+                 "event_timestamp"])
+    return _finish(df)
+
+
+def _finish(df: pd.DataFrame) -> pa.Table:
+    t = pa.Table.from_pandas(df.drop(columns=["event_timestamp"]), preserve_index=False)
+    for c in t.column_names:
+        if c not in ("user_id", "item_id"):
+            t = t.set_column(t.schema.get_field_index(c), c, t[c].cast(pa.float64()))
+        else:
+            t = t.set_column(t.schema.get_field_index(c), c, t[c].cast(pa.int64()))
+    ets = _ts_col(df["event_timestamp"].to_numpy())
+    return t.append_column("event_timestamp", ets).append_column("created", ets)
+
+
+def user_item_history(events: pa.Table) -> pa.Table:
+    """One row per (user, item, time): prior interaction count / likes / last time, valid from ``ts + 1``."""
+    df = pd.DataFrame({
+        "user_id": events["user_id"].to_numpy(), "item_id": events["item_id"].to_numpy(),
+        "ts": events["timestamp"].to_numpy(), "like": (_grades(events) == 2).astype(np.float64),
+    }).sort_values(["user_id", "item_id", "ts"], kind="stable")
+    g = df.groupby(["user_id", "item_id"], sort=False)
+    df["ui_count"] = g.cumcount().to_numpy() + 1.0
+    df["ui_likes"] = g["like"].cumsum().to_numpy()
+    df["ui_last_ts"] = df["ts"].astype(np.float64)
+    df = df.drop_duplicates(["user_id", "item_id", "ts"], keep="last")  # same-second events: the cumulative row
+    df["event_timestamp"] = df["ts"] + 1
+    return _finish(df[["user_id", "item_id", *USER_ITEM.features, "event_timestamp"]])
+
+
+def compute_baseline(events: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]:
+    """All three baseline views from an event table (any order) at the given snapshot times."""
+    order = np.argsort(events["timestamp"].to_numpy(), kind="stable")
+    ev = events.take(pa.array(order))
+    ts = ev["timestamp"].to_numpy()
+    grade = _grades(ev)
+    return {
+        ITEM_STATS.name: _snapshot_stats(ev["item_id"].to_numpy(), ts, grade, snaps, "item"),
+        USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ts, grade, snaps, "user"),
+        USER_ITEM.name: user_item_history(ev),
+    }
+
+
+def write_baseline(tables: Mapping[str, pa.Table], baseline_dir: str | Path, tag: str = "part") -> dict[str, str]:
+    """Write each view's table to ``baseline_dir/<view>/<tag>.parquet`` (replacing that file)."""
+    out = {}
+    for name, t in tables.items():
+        d = Path(baseline_dir) / name
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, d / f"{tag}.parquet")
+        out[name] = str(d)
+    return out
+
+
+def _col(raw: Mapping[str, object], name: str, n: int) -> np.ndarray:
+    v = raw.get(name)
+    if v is None:
+        return np.full(n, np.nan)
+    a = np.asarray(v, dtype=object) if not isinstance(v, np.ndarray) else v
+    return pd.to_numeric(pd.Series(a), errors="coerce").to_numpy(dtype=np.float64) if a.dtype == object else a.astype(np.float64)
+
+
+def ranker_features(
+    raw: Mapping[str, object], request_ts: np.ndarray | int, feature_names: Sequence[str] = ARGUS_FEATURES,
+) -> np.ndarray:
+    """The ranker's feature matrix (N, F) float32 in ``feature_names`` order.
+
+    ``raw`` maps raw Feast feature names (``item_pop_7d``, ``user_last_ts``,
+    ``ui_last_ts``, ..., and ``argus_dot`` when used) to N values (None/NaN
+    where missing); ``request_ts`` is the request time in seconds (scalar or
+    (N,)). Counts missing from the store are 0; recencies are ``request_ts -
+    last_ts`` (NaN when never seen); rates stay NaN (XGBoost's missing value).
+    """
+    n = len(next(iter(raw.values())))
+    t = np.broadcast_to(np.asarray(request_ts, dtype=np.float64), (n,))
+    cols = []
+    for f in feature_names:
+        if f == "user_recency_s":
+            x = t - _col(raw, "user_last_ts", n)
+        elif f == "ui_recency_s":
+            x = t - _col(raw, "ui_last_ts", n)
+        elif f in raw or f == DOT_FEATURE:
+            x = _col(raw, f, n)
+        elif f in BASE_FEATURES:
+            x = np.full(n, np.nan)
+        else:
+            raise KeyError(f"unknown ranker feature {f!r}; known: {ARGUS_FEATURES}")
+        if f in _COUNTS:
+            x = np.nan_to_num(x, nan=0.0)
+        cols.append(x)
+    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)

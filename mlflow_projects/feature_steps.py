@@ -1,0 +1,68 @@
+"""MLproject entry points of the feature platform: export, materialize, ranker.
+
+Same parameter conventions as steps.py (home, config, sets, data); each calls one
+stage function (platform/export.py, features/store.py, platform/ranker_job.py)
+inside the entry point's MLflow run and prints its result as one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from argusrank.platform.config import load_config
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="feature_steps.py")
+    ap.add_argument("step", choices=["export", "materialize", "ranker"])
+    ap.add_argument("--home", default="")
+    ap.add_argument("--config", default="")
+    ap.add_argument("--sets", default="")
+    ap.add_argument("--data", default="")
+    ap.add_argument("--model", default="candidate")
+    ap.add_argument("--full", default="false")
+    a = ap.parse_args(argv)
+    for k in ("home", "config", "sets", "data"):  # MLflow passes an empty string as the literal ''
+        setattr(a, k, "" if getattr(a, k) in ("''", '""') else getattr(a, k))
+    overrides = {}
+    for item in filter(None, shlex.split(a.sets)):
+        if "=" not in item:
+            raise SystemExit(f"invalid configuration: override {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        overrides[k] = yaml.safe_load(v)
+    if a.home:
+        overrides["paths.home"] = str(Path(a.home).resolve())
+    cfg = load_config(a.config or None, overrides)
+
+    from argusrank.platform import registry
+    from argusrank.platform.pipeline import dataset_dir
+
+    data = Path(a.data).resolve() if a.data else dataset_dir(cfg)
+    if a.step == "export":
+        from argusrank.platform.export import export_vectors
+
+        out = export_vectors(cfg, data, model_ref=int(a.model) if a.model.isdigit() else a.model)
+    elif a.step == "materialize":
+        import mlflow
+
+        from argusrank.features.store import materialize
+
+        with registry.start_run(cfg, "materialize"):
+            out = materialize(cfg, full=a.full.lower() in ("1", "true", "yes"))
+            mlflow.log_metrics({"rows": out["rows"], "rows_per_s": out["rows_per_s"]})
+            mlflow.log_dict(out, "materialize.json")
+    else:
+        from argusrank.platform.ranker_job import train_rankers
+
+        out = train_rankers(cfg, data)
+    print(json.dumps(out, default=str))
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)

@@ -1,0 +1,100 @@
+"""Entry points of the MLproject: parse typed parameters, call the stage function, log.
+
+Thin on purpose: every step is a plain function elsewhere (features.synth,
+features.importers, platform.train, platform.evaluate, platform.registry).
+MLflow hands each step its run (MLFLOW_RUN_ID); ``registry.start_run`` uses it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from argusrank.platform.config import load_config
+
+
+def _num(v: str):
+    """MLflow passes numbers as typed on the command line ("3" or "3.0"): ints stay ints."""
+    x = yaml.safe_load(v)
+    return int(x) if isinstance(x, float) and x.is_integer() else x
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="steps.py")
+    ap.add_argument("step", choices=["synth", "import", "pretrain", "finetune", "evaluate", "promote"])
+    ap.add_argument("--home", default="")
+    ap.add_argument("--config", default="")
+    ap.add_argument("--sets", default="")
+    ap.add_argument("--set", action="append", default=[], dest="set_")
+    ap.add_argument("--seed", default=None)
+    ap.add_argument("--data", default="")
+    ap.add_argument("--format", default="movielens-100k")
+    ap.add_argument("--src", default="")
+    ap.add_argument("--init", default="candidate")
+    ap.add_argument("--model", default="candidate")
+    ap.add_argument("--version", default="")
+    ap.add_argument("--force", default="false")
+    a = ap.parse_args(argv)
+
+    overrides: dict = {}
+    for item in shlex.split(a.sets) + a.set_:
+        if "=" not in item:
+            raise SystemExit(f"invalid configuration: override {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        overrides[k] = _num(v)
+    if a.home:
+        overrides["paths.home"] = str(Path(a.home).resolve())
+    if a.seed is not None:
+        overrides["seed"] = _num(a.seed)
+    cfg = load_config(a.config or None, overrides)
+
+    from argusrank.platform import registry
+    from argusrank.platform.pipeline import dataset_dir
+
+    data = Path(a.data).resolve() if a.data else dataset_dir(cfg)
+    if a.step in ("synth", "import"):
+        with registry.start_run(cfg, a.step, tags={"dataset": str(data)}):
+            import mlflow
+
+            if a.step == "synth":
+                from argusrank.features.synth import synthesize
+
+                meta = synthesize(cfg.data.synth, data, seed=cfg.seed)
+            else:
+                from argusrank.features.importers import import_dataset
+
+                meta = import_dataset(a.format, a.src or None, data)
+            mlflow.log_dict(meta, "metadata.json")
+            registry.log_metrics({k: v for k, v in meta.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            out = {"dataset": str(data), "n_events": meta.get("n_events")}
+    elif a.step == "pretrain":
+        from argusrank.platform.train import run_pretrain
+
+        res = run_pretrain(cfg, data)
+        out = {"model_version": res["model_version"], "run_id": res["run_id"], **res["metrics"]}
+    elif a.step == "finetune":
+        from argusrank.platform.train import run_finetune
+
+        res = run_finetune(cfg, data, init=None if a.init.lower() == "none" else a.init)
+        out = {"model_version": res["model_version"], "run_id": res["run_id"], **res["metrics"]}
+    elif a.step == "evaluate":
+        from argusrank.platform.evaluate import evaluate
+
+        out = evaluate(cfg, data, a.model, protocol=cfg.eval.protocol, negatives=cfg.eval.negatives)
+    else:
+        with registry.start_run(cfg, "promote"):
+            import mlflow
+
+            out = registry.promote(cfg, version=int(a.version) if a.version else None,
+                                   force=a.force.lower() in ("1", "true", "yes"))
+            mlflow.log_dict(out, "promote.json")
+    print(json.dumps(out, default=str))
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)

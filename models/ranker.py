@@ -1,0 +1,100 @@
+"""The final ranker (XGBoost ``rank:pairwise``, query groups = requests) and its metrics.
+
+Metrics (ARGUS.md section 4), all vectorized over requests:
+
+- :func:`pair_accuracy`: share of same-request pairs with different feedback
+  grades that the scores order correctly, each pair weighted by the grade
+  difference (like-vs-skip weighs twice listen-vs-skip); score ties count half.
+- :func:`ndcg_at_k`: NDCG@K per request (gain ``2^rel - 1``, ``rel = grade + 1``),
+  averaged over requests with at least one positive-gain item.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def _group_layout(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stable order by group; (order (N,), starts (G,), sizes (G,)) in that order."""
+    order = np.argsort(groups, kind="stable")
+    g = np.asarray(groups)[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(g)])
+    return order, starts, sizes
+
+
+def within_group_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All ordered pairs (i, j), i != j, of rows sharing a group: two (sum n_g^2 - n_g,) index arrays."""
+    order, starts, sizes = _group_layout(np.asarray(groups))
+    size_row = np.repeat(sizes, sizes)  # (N,) size of the row's group (in sorted order)
+    start_row = np.repeat(starts, sizes)
+    i = np.repeat(np.arange(len(order)), size_row)
+    first = np.repeat(np.cumsum(size_row) - size_row, size_row)
+    j = np.repeat(start_row, size_row) + (np.arange(len(i)) - first)
+    keep = i != j
+    return order[i[keep]], order[j[keep]]
+
+
+def pair_accuracy(scores: np.ndarray, grades: np.ndarray, groups: np.ndarray) -> float:
+    """Weighted PairAccuracy; NaN when no pair has different grades."""
+    s, gr = np.asarray(scores, np.float64), np.asarray(grades, np.float64)
+    i, j = within_group_pairs(groups)
+    better = gr[i] > gr[j]
+    i, j = i[better], j[better]
+    w = gr[i] - gr[j]
+    if w.sum() == 0:
+        return float("nan")
+    correct = (s[i] > s[j]) + 0.5 * (s[i] == s[j])
+    return float((w * correct).sum() / w.sum())
+
+
+def _dcg(order_key: np.ndarray, gains: np.ndarray, groups: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group DCG@k of gains ranked by descending ``order_key``: (group ids, dcg)."""
+    o = np.lexsort((-order_key, groups))
+    g, gain = groups[o], gains[o]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    rank = np.arange(len(g)) - np.repeat(starts, sizes)
+    disc = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+    gid = np.repeat(np.arange(len(starts)), sizes)
+    return g[starts], np.bincount(gid, weights=gain * disc, minlength=len(starts))
+
+
+def ndcg_at_k(scores: np.ndarray, grades: np.ndarray, groups: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k over requests whose ideal DCG is positive."""
+    gains = np.exp2(np.asarray(grades, np.float64) + 1.0) - 1.0
+    groups = np.asarray(groups)
+    _, dcg = _dcg(np.asarray(scores, np.float64), gains, groups, k)
+    _, idcg = _dcg(gains, gains, groups, k)
+    ok = idcg > 0
+    return float(np.mean(dcg[ok] / idcg[ok])) if ok.any() else float("nan")
+
+
+def train_ranker(
+    X: pd.DataFrame, grades: np.ndarray, groups: np.ndarray, *, n_estimators: int, max_depth: int,
+    learning_rate: float, seed: int, n_jobs: int = 2,
+):
+    """Fit ``XGBRanker(rank:pairwise)``; rows are sorted by group here (XGBoost needs contiguous queries).
+
+    ``X`` (N, F) with named columns (kept as the booster's feature names),
+    ``grades`` (N,) feedback grades (-1..2, label = grade + 1), ``groups`` (N,) request IDs.
+    """
+    import xgboost as xgb
+
+    order = np.argsort(np.asarray(groups), kind="stable")
+    model = xgb.XGBRanker(
+        objective="rank:pairwise", tree_method="hist", n_estimators=n_estimators, max_depth=max_depth,
+        learning_rate=learning_rate, random_state=seed, n_jobs=n_jobs,
+    )
+    model.fit(X.iloc[order], np.asarray(grades)[order] + 1, qid=np.asarray(groups)[order])
+    return model
+
+
+def score(model, X: pd.DataFrame | np.ndarray, feature_names: Sequence[str] | None = None) -> np.ndarray:
+    """Ranker scores (N,) via ``inplace_predict`` (fast, no DMatrix)."""
+    booster = model.get_booster() if hasattr(model, "get_booster") else model
+    if isinstance(X, np.ndarray) and feature_names is not None:
+        X = pd.DataFrame(X, columns=list(feature_names))
+    return np.asarray(booster.inplace_predict(X), dtype=np.float64)

@@ -1,0 +1,215 @@
+"""``argusrank export``: the daily batch job that fills the offline feature store.
+
+From a registered ARGUS model (alias or version) it computes, with Ray Data
+(``map_batches`` with the model in a callable class, on GPU when present):
+
+- user vectors: the user state after the user's last event at or before
+  ``as_of - lag_s``, one row per (user, as_of) snapshot, ``event_timestamp = as_of``;
+- item vectors for the whole catalog (``items.parquet``), ``event_timestamp`` =
+  the first snapshot;
+
+and writes them as parquet under ``cfg.paths.vectors_dir`` with
+``event_timestamp``, ``created`` and the model version on every row. It also
+writes the baseline ranker features (``features/baseline.py``) for the same
+snapshots. Default snapshots: daily from the temporal split time T through the
+end of the data (the ranker's training window plus the serving state).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from argusrank.features import baseline, store
+from argusrank.platform.config import ArgusrankConfig
+
+
+@contextlib.contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[None]:
+    """Use the running Ray runtime, or start a small local one (dashboard off) and stop it after."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=300_000_000,
+                 log_to_driver=False, configure_logging=False)
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class UserTower:
+    """Ray Data callable: rows (user index, as_of, window start/length) -> user vectors."""
+
+    def __init__(self, model, hist, device: str):
+        import torch
+
+        self.torch, self.device = torch, device
+        self.model = model.to(device).eval()
+        self.hist = hist
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from argusrank.features.sequences import gather_windows
+        from argusrank.models.batch import SequenceBatch
+
+        length = batch["length"].astype(np.int64)
+        arrays = gather_windows(self.hist, batch["start"].astype(np.int64), length, int(length.max()))  # (B, L)
+        with self.torch.no_grad():
+            vec = self.model.user_vectors(SequenceBatch.from_numpy(arrays, self.device))  # (B, d)
+        return {"user_id": batch["user_id"], "as_of": batch["as_of"], "vector": vec.float().cpu().numpy()}
+
+
+class ItemTower:
+    """Ray Data callable: item IDs -> item vectors."""
+
+    def __init__(self, model, device: str):
+        import torch
+
+        self.torch, self.device = torch, device
+        self.model = model.to(device).eval()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = self.torch.as_tensor(batch["item_id"].astype(np.int64), device=self.device)
+        with self.torch.no_grad():
+            vec = self.model.item_vectors(ids)  # (B, d)
+        return {"item_id": batch["item_id"], "vector": vec.float().cpu().numpy()}
+
+
+def user_windows(hist, snaps: np.ndarray, lag_s: int, max_len: int) -> pa.Table:
+    """One row per (user, snapshot) with >= 1 event at or before ``as_of - lag_s``: the window
+    ``start, length`` (last ``max_len`` such events) into the Histories arrays. Vectorized."""
+    uidx = hist.user_index()
+    parts = []
+    for s in snaps:
+        n_before = np.bincount(uidx[hist.timestamp <= s - lag_s], minlength=hist.n_users)  # (U,)
+        users = np.flatnonzero(n_before > 0)
+        end = hist.offsets[users] + n_before[users]
+        start = np.maximum(hist.offsets[users], end - max_len)
+        parts.append(pa.table({"user_id": hist.user_ids[users], "as_of": np.full(len(users), s, np.int64),
+                               "start": start.astype(np.int64), "length": (end - start).astype(np.int64)}))
+    return pa.concat_tables(parts)
+
+
+def _map(ds, cls, kwargs: dict, cfg: ArgusrankConfig, use_gpu: bool):
+    import ray.data
+
+    import os
+
+    # one CPU stays free for Ray Data's own tasks (a pool holding every CPU can stall the pipeline)
+    n = cfg.features.export_actors or (1 if use_gpu else max(1, (os.cpu_count() or 2) - 1))
+    return ds.map_batches(
+        cls, fn_constructor_kwargs=kwargs, batch_size=cfg.features.export_batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=n), num_gpus=1 if use_gpu else 0, num_cpus=1,
+        udf_modifying_row_count=False,
+    )
+
+
+def _stream(ds, kind: str, total: int, version: int, created: float, out: Path, event_ts: int | None) -> int:
+    """Write a vector dataset batch by batch to one parquet file (progress bar); returns rows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer, rows = None, 0
+    with tqdm(total=total, desc=f"{kind} vectors", unit="row") as bar:
+        for b in ds.iter_batches(batch_size=4096, batch_format="numpy"):
+            ids = b[f"{kind}_id"]
+            ts = b["as_of"] if event_ts is None else event_ts
+            t = store.vector_table(kind, ids, np.stack(b["vector"]) if b["vector"].dtype == object else b["vector"],
+                                   version, ts, created)
+            writer = writer or pq.ParquetWriter(out, t.schema)
+            writer.write_table(t)
+            rows += t.num_rows
+            bar.update(t.num_rows)
+    if writer is not None:
+        writer.close()
+    return rows
+
+
+def _blocks(t: pa.Table, rows: int) -> list[pa.Table]:
+    """Split a table into blocks of ``rows`` (Ray Data parallelism without a repartition step)."""
+    return [t.slice(i, rows) for i in range(0, max(t.num_rows, 1), rows)]
+
+
+def default_snapshots(cfg: ArgusrankConfig, t_split: int, t_end: int) -> np.ndarray:
+    """Daily (``cfg.features.snapshot_every_s``) snapshots from the split time T through the data end."""
+    return baseline.snapshot_times(t_split, t_end - 1, cfg.features.snapshot_every_s)
+
+
+def export_vectors(
+    cfg: ArgusrankConfig, dataset_dir: str | Path, model_ref: str | int = "candidate",
+    as_of: int | Sequence[int] | None = None, lag_s: int = 0,
+) -> dict[str, Any]:
+    """Export user + item vectors of a registered model (and baseline features) as offline parquet.
+
+    ``as_of``: snapshot time(s) in seconds (default: daily from T through the end
+    of the data). Returns paths, model_version, rows, seconds and rows/s, also
+    logged to MLflow (run ``export``).
+    """
+    import ray
+    import torch
+
+    from argusrank.features.histories import build_histories, temporal_split_time
+    from argusrank.features.io import read_events
+    from argusrank.platform import registry
+
+    model, version = registry.load_argus(cfg, model_ref)
+    events = read_events(dataset_dir)
+    hist = build_histories(events)
+    t_split, t_end = temporal_split_time(hist, cfg.data.test_days)
+    snaps = default_snapshots(cfg, t_split, t_end) if as_of is None else np.atleast_1d(np.asarray(as_of, np.int64))
+    use_gpu = torch.cuda.is_available()
+    device = "cuda" if use_gpu else "cpu"
+    created = time.time()
+    tag = f"v{version}_{int(snaps[0])}_{int(snaps[-1])}_{int(created)}"
+    report: dict[str, Any] = {"model_version": version, "as_of": [int(s) for s in snaps], "lag_s": lag_s,
+                              "device": device}
+
+    t0 = time.perf_counter()
+    tabs = baseline.compute_baseline(events, snaps)
+    baseline.write_baseline({k: v for k, v in tabs.items() if k != baseline.USER_ITEM.name},
+                            store.baseline_dir(cfg), tag=f"snap_{int(snaps[0])}_{int(snaps[-1])}")
+    baseline.write_baseline({baseline.USER_ITEM.name: tabs[baseline.USER_ITEM.name]}, store.baseline_dir(cfg), tag="all")
+    report["baseline_rows"] = {k: v.num_rows for k, v in tabs.items()}
+    report["baseline_seconds"] = round(time.perf_counter() - t0, 3)
+
+    windows = user_windows(hist, snaps, lag_s, int(model.cfg.max_len))
+    items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
+    with ray_session(num_cpus=None):
+        model_cpu = model.cpu()
+        t0 = time.perf_counter()
+        ds_u = _map(ray.data.from_arrow(_blocks(windows, 2048)), UserTower,
+                    {"model": model_cpu, "hist": hist, "device": device}, cfg, use_gpu)
+        user_path = store.cfg_vector_path(cfg, "user", tag)
+        n_users = _stream(ds_u, "user", windows.num_rows, version, created, user_path, None)
+        t_user = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ds_i = _map(ray.data.from_arrow(_blocks(items, 4096)), ItemTower,
+                    {"model": model_cpu, "device": device}, cfg, use_gpu)
+        item_path = store.cfg_vector_path(cfg, "item", tag)
+        n_items = _stream(ds_i, "item", items.num_rows, version, created, item_path, int(snaps[0]))
+        t_item = time.perf_counter() - t0
+    report.update(
+        user_vectors=str(user_path), item_vectors=str(item_path), user_rows=n_users, item_rows=n_items,
+        rows=n_users + n_items, user_seconds=round(t_user, 3), item_seconds=round(t_item, 3),
+        user_rows_per_s=round(n_users / max(t_user, 1e-9), 1), item_rows_per_s=round(n_items / max(t_item, 1e-9), 1),
+        rows_per_s=round((n_users + n_items) / max(t_user + t_item, 1e-9), 1),
+    )
+    (cfg.paths.vectors_dir / "latest.json").write_text(json.dumps({**report, "dataset_dir": str(dataset_dir),
+                                                                     "created": created}, indent=1))
+    with registry.start_run(cfg, "export"):
+        import mlflow
+
+        mlflow.log_params({"export.model_ref": str(model_ref), "export.model_version": version,
+                           "export.n_snapshots": len(snaps), "export.lag_s": lag_s, "export.device": device})
+        mlflow.log_metrics({k: float(v) for k, v in report.items()
+                            if k.endswith(("rows", "rows_per_s", "seconds")) and isinstance(v, (int, float))})
+        mlflow.log_dict(report, "export_report.json")
+    return report

@@ -1,0 +1,174 @@
+"""``argusrank ranker train``: the deployment metric (ARGUS.md section 4).
+
+On the impressions of the temporal test window (requests after T), builds a
+point-in-time training set through Feast (``features.store.historical_features``),
+splits requests by time (earliest ``cfg.ranker.train_frac`` train the ranker, the
+rest evaluate it), and trains the same XGBoost ranker twice, same rows, same
+seed: on the baseline features, and with the ARGUS dot-product feature added.
+Reports weighted PairAccuracy, NDCG@K and the relative PairAccuracy uplift; on
+synthetic data also the oracle PairAccuracy of the planted ``true_affinity``.
+Both rankers go to MLflow; the better one is registered
+(``cfg.mlflow.ranker_model_name``) and aliased ``cfg.ranker.alias``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+
+from argusrank.features.baseline import ARGUS_FEATURES, BASE_FEATURES, ranker_features
+from argusrank.models.ranker import ndcg_at_k, pair_accuracy, score, train_ranker
+from argusrank.platform.config import ArgusrankConfig
+
+
+def impressions(dataset_dir: str | Path, t_from: int, t_to: int) -> pd.DataFrame:
+    """Recommendation impressions (request_id set) with ``t_from <= timestamp < t_to`` and their grades."""
+    from argusrank.features.io import read_events
+    from argusrank.features.schema import feedback_grade
+
+    ev = read_events(dataset_dir, columns=["user_id", "timestamp", "item_id", "request_id", "position",
+                                           "played_ratio", "liked", "disliked"])
+    ts = ev["timestamp"]
+    mask = pc.and_(pc.is_valid(ev["request_id"]), pc.and_(pc.greater_equal(ts, t_from), pc.less(ts, t_to)))
+    ev = ev.filter(mask)
+    grade = feedback_grade(ev["played_ratio"].to_numpy(zero_copy_only=False).astype(np.float32),
+                           ev["liked"].fill_null(False).to_numpy(zero_copy_only=False),
+                           ev["disliked"].fill_null(False).to_numpy(zero_copy_only=False))
+    df = pd.DataFrame({"user_id": ev["user_id"].to_numpy(), "item_id": ev["item_id"].to_numpy(),
+                       "request_id": ev["request_id"].to_numpy(), "ts": ev["timestamp"].to_numpy(),
+                       "grade": grade.astype(np.int64)})
+    df["event_timestamp"] = pd.to_datetime(df["ts"], unit="s", utc=True)
+    return df
+
+
+def split_requests(df: pd.DataFrame, train_frac: float) -> np.ndarray:
+    """(N,) bool: True for rows of the earliest ``train_frac`` of requests (by request time)."""
+    first = df.groupby("request_id")["ts"].min().sort_values(kind="stable")
+    n_train = int(round(len(first) * train_frac))
+    train_ids = first.index[:n_train]
+    return df["request_id"].isin(train_ids).to_numpy()
+
+
+def _importance_plot(models: dict[str, Any]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 5))
+    for ax, (name, m) in zip(np.atleast_1d(axes), models.items()):
+        gain = m.get_booster().get_score(importance_type="gain")
+        names = sorted(gain, key=gain.get)
+        ax.barh(names, [gain[n] for n in names], color=["tab:red" if n == "argus_dot" else "tab:blue" for n in names])
+        ax.set_title(f"{name}: feature importance (gain)")
+    fig.tight_layout()
+    return fig
+
+
+def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, Any]:
+    """Train baseline and +ARGUS rankers on the same point-in-time data; returns the metrics.
+
+    Keys: pair_accuracy_base, pair_accuracy_argus, uplift_rel, oracle_pair_accuracy
+    (None without planted truth), ndcg_base, ndcg_argus, ndcg_k, n_train/test_requests,
+    model_version of the vectors, ranker_version and ranker_chosen.
+    """
+    import mlflow
+
+    from argusrank.features import store
+    from argusrank.features.histories import temporal_split_time
+    from argusrank.features.io import read_events
+    from argusrank.platform import registry
+
+    t0 = time.perf_counter()
+    t_split, t_end = temporal_split_time(read_events(dataset_dir, columns=["timestamp"]), cfg.data.test_days)
+    imp = impressions(dataset_dir, t_split, t_end)
+    if imp.empty:
+        raise ValueError(f"no recommendation impressions (request_id set) after T={t_split} in {dataset_dir}")
+    feats = store.historical_features(cfg, imp[["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]])
+    version = store.check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
+                                   feats["item_model_version"].fillna(-1).astype(np.int64).to_numpy())
+    coverage = float(np.isfinite(feats["argus_dot"].to_numpy()).mean())
+    if coverage == 0:
+        raise ValueError("no impression in the ranker window has both vectors as of its time: "
+                         "export snapshots at or before the window (argusrank export) and retry")
+    raw = {c: feats[c].to_numpy() for c in feats.columns}
+    ts, grades, groups = feats["ts"].to_numpy(), feats["grade"].to_numpy(), feats["request_id"].to_numpy()
+    is_train = split_requests(feats, cfg.ranker.train_frac)
+    t_features = time.perf_counter() - t0
+
+    r = cfg.ranker
+    hp = dict(n_estimators=r.n_estimators, max_depth=r.max_depth, learning_rate=r.learning_rate, seed=cfg.seed)
+    models, out = {}, {}
+    for name, names in (("base", BASE_FEATURES), ("argus", ARGUS_FEATURES)):
+        X = pd.DataFrame(ranker_features(raw, ts, names), columns=list(names))
+        models[name] = train_ranker(X[is_train], grades[is_train], groups[is_train], **hp)
+        s = score(models[name], X[~is_train])
+        out[f"pair_accuracy_{name}"] = pair_accuracy(s, grades[~is_train], groups[~is_train])
+        out[f"ndcg_{name}"] = ndcg_at_k(s, grades[~is_train], groups[~is_train], r.ndcg_k)
+    out["uplift_rel"] = (out["pair_accuracy_argus"] - out["pair_accuracy_base"]) / out["pair_accuracy_base"]
+    out["oracle_pair_accuracy"] = oracle_pair_accuracy(dataset_dir, feats[~is_train])
+    test = feats[~is_train]
+    out["argus_dot_pair_accuracy"] = pair_accuracy(np.nan_to_num(test["argus_dot"].to_numpy(), nan=-1e9),
+                                                   test["grade"].to_numpy(), test["request_id"].to_numpy())
+    chosen = "argus" if out["pair_accuracy_argus"] >= out["pair_accuracy_base"] else "base"
+    out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(groups[is_train]).size),
+               n_test_requests=int(pd.unique(groups[~is_train]).size), n_impressions=int(len(feats)),
+               dot_coverage=coverage, model_version=version, ranker_chosen=chosen,
+               features_seconds=round(t_features, 3))
+
+    with registry.start_run(cfg, "ranker"):
+        mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen})
+        mlflow.log_metrics({k: float(v) for k, v in out.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)})
+        fig = _importance_plot(models)
+        mlflow.log_figure(fig, "plots/ranker_feature_importance.png")
+        for name, names in (("base", BASE_FEATURES), ("argus", ARGUS_FEATURES)):
+            example = pd.DataFrame(ranker_features(raw, ts, names)[:3], columns=list(names))
+            info = mlflow.xgboost.log_model(
+                models[name], name=f"ranker_{name}", input_example=example,
+                registered_model_name=cfg.mlflow.ranker_model_name if name == chosen else None,
+            )
+            if name == chosen:
+                out["ranker_version"] = int(info.registered_model_version)
+        client = registry.setup(cfg)
+        client.set_registered_model_alias(cfg.mlflow.ranker_model_name, r.alias, str(out["ranker_version"]))
+        client.set_model_version_tag(cfg.mlflow.ranker_model_name, str(out["ranker_version"]),
+                                     "argus_model_version", str(version))
+    return out
+
+
+def oracle_pair_accuracy(dataset_dir: str | Path, rows: pd.DataFrame) -> float | None:
+    """PairAccuracy of the planted ``true_affinity`` on these impression rows; None without truth."""
+    from argusrank.features.io import read_truth
+
+    try:
+        truth = read_truth(dataset_dir).to_pandas()
+    except FileNotFoundError:
+        return None
+    t = truth[["request_id", "item_id", "true_affinity"]].drop_duplicates(["request_id", "item_id"])
+    m = rows[["request_id", "item_id", "grade"]].merge(t, on=["request_id", "item_id"], how="left")
+    return pair_accuracy(m["true_affinity"].fillna(-np.inf).to_numpy(), m["grade"].to_numpy(), m["request_id"].to_numpy())
+
+
+def load_ranker(cfg: ArgusrankConfig, alias: str | None = None) -> tuple[Any, int, list[str]]:
+    """The registered ranker by alias (default ``cfg.ranker.alias``) -> ``(XGBRanker, version, feature_names)``.
+
+    Score candidates with ``models.ranker.score(ranker, ranker_features(raw, ts, feature_names))``.
+    """
+    import mlflow
+
+    from argusrank.platform import registry
+
+    client = registry.setup(cfg)
+    alias = alias or cfg.ranker.alias
+    name = cfg.mlflow.ranker_model_name
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as exc:
+        raise LookupError(f"registered model {name!r} has no alias {alias!r}: run `argusrank ranker train`") from exc
+    model = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}")
+    return model, int(mv.version), list(model.get_booster().feature_names)

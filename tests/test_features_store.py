@@ -1,0 +1,226 @@
+"""The Feast store for real (SQLite online store in tmp_path; Redis against a real redis-server).
+
+Vectors written, materialized and read back equal; point-in-time training rows
+never see a vector (or baseline feature) from after the impression; user/item
+vectors of different model versions are refused; dot products equal numpy.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from argusrank.features import baseline, store
+from argusrank.platform.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = 1_700_000_000  # dataset time origin (seconds)
+DAY = 86400
+D = 8
+
+
+def _cfg(home: Path, **over):
+    return load_config(env={}, overrides={"paths.home": str(home), **over})
+
+
+def _events(n: int = 600, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({
+        "user_id": rng.integers(1, 20, n), "timestamp": np.sort(rng.integers(0, 6 * DAY, n)) + T0,
+        "item_id": rng.integers(1, 30, n), "played_ratio": rng.random(n).astype(np.float32),
+        "liked": rng.random(n) < 0.2, "disliked": rng.random(n) < 0.05,
+    })
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, D)).astype(np.float32)
+
+
+def _write(cfg, kind: str, ids, vecs, version: int, ts: int, tag: str, created: float | None = None):
+    t = store.vector_table(kind, np.asarray(ids), vecs, version, ts, created or time.time())
+    return store.write_vectors(cfg, kind, t, tag)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """A store with baseline features (snapshots days 3..7), vectors v1 as of day 3 and v2 as of day 5."""
+    cfg = _cfg(tmp_path_factory.mktemp("home"))
+    ev = _events()
+    baseline.write_baseline(baseline.compute_baseline(ev, baseline.snapshot_times(T0 + 3 * DAY, T0 + 6 * DAY)),
+                            store.baseline_dir(cfg))
+    users, items = np.arange(1, 20), np.arange(1, 30)
+    vec = {"u1": _vectors(19, 1), "i1": _vectors(29, 2), "u2": _vectors(19, 3), "i2": _vectors(29, 4)}
+    _write(cfg, "user", users, vec["u1"], 1, T0 + 3 * DAY, "a", created=time.time() - 10)
+    _write(cfg, "item", items, vec["i1"], 1, T0 + 3 * DAY, "a", created=time.time() - 10)
+    first = store.materialize(cfg)
+    _write(cfg, "user", users, vec["u2"], 2, T0 + 5 * DAY, "b")
+    _write(cfg, "item", items, vec["i2"], 2, T0 + 5 * DAY, "b")
+    second = store.materialize(cfg)  # incremental: only the v2 rows
+    return cfg, ev, users, items, vec, first, second
+
+
+def test_feast_sees_only_the_definitions_file():
+    from feast.repo_operations import get_repo_files
+
+    assert [p.name for p in get_repo_files(REPO / "features")] == ["definitions.py"]
+
+
+def test_materialize_is_incremental(filled):
+    *_, first, second = filled
+    assert first["views"]["user_vectors"]["rows"] == 19 and first["views"]["user_item"]["rows"] > 0
+    assert second["views"]["user_vectors"]["rows"] == 19 and second["views"]["item_vectors"]["rows"] == 29
+    assert second["views"]["user_item"]["rows"] == 0 and second["rows"] == 19 + 29
+    assert second["rows_per_s"] > 0
+
+
+def test_vectors_read_back_equal(filled):
+    cfg, _, users, items, vec, *_ = filled
+    u, uv = store.read_user_vectors(cfg, [3, 1, 999])
+    np.testing.assert_array_equal(u[:2], vec["u2"][[2, 0]])
+    assert uv.tolist() == [2, 2, -1] and np.isnan(u[2]).all()
+    i, iv = store.read_item_vectors(cfg, items)
+    np.testing.assert_array_equal(i, vec["i2"])
+    assert set(iv.tolist()) == {2}
+    ids, latest, version = store.latest_vectors(cfg, "item")
+    np.testing.assert_array_equal(ids, items)
+    np.testing.assert_array_equal(latest, vec["i2"])
+    assert version == 2
+
+
+@pytest.mark.parametrize("mode", ["caller", "on_demand"])
+def test_online_dot_products_equal_numpy(filled, mode):
+    cfg, _, users, items, vec, *_ = filled
+    cands = [5, 1, 29, 12, 4000]
+    out = store.online_features(cfg, 7, cands, mode=mode)
+    ref = vec["i2"][np.array(cands[:4]) - 1].astype(np.float64) @ vec["u2"][6].astype(np.float64)
+    np.testing.assert_allclose(out["argus_dot"][:4], ref, rtol=1e-5)
+    assert np.isnan(out["argus_dot"][4])  # unknown item: missing, not 0
+    assert out["model_version"].tolist() == [2] * 5
+    assert {r.split(":")[1] for r in baseline.RAW_REFS} <= set(out) and out["item_pop_30d"].shape == (5,)
+
+
+def test_point_in_time_training_rows(filled):
+    """Impressions before any vector get none; between exports the older one; same-request rows all kept."""
+    cfg, ev, _, _, vec, *_ = filled
+    ts = [T0 + 2 * DAY, T0 + 4 * DAY, T0 + 4 * DAY, T0 + 5 * DAY, T0 + 6 * DAY - 1]
+    edf = pd.DataFrame({"user_id": [2, 2, 2, 2, 2], "item_id": [3, 3, 4, 3, 3], "request_id": [0, 1, 1, 2, 3],
+                        "event_timestamp": pd.to_datetime(ts, unit="s", utc=True)})
+    df = store.historical_features(cfg, edf)
+    assert len(df) == 5 and df["request_id"].tolist() == [0, 1, 1, 2, 3]
+    assert np.isnan(df["argus_dot"][0])  # before the first export
+    ref = lambda u, i: float(u.astype(np.float64) @ i.astype(np.float64))
+    assert df["argus_dot"][1] == pytest.approx(ref(vec["u1"][1], vec["i1"][2]), rel=1e-5)  # v1, not the later v2
+    assert df["argus_dot"][2] == pytest.approx(ref(vec["u1"][1], vec["i1"][3]), rel=1e-5)
+    assert df["argus_dot"][3] == pytest.approx(ref(vec["u2"][1], vec["i2"][2]), rel=1e-5)
+    assert df["user_model_version"].tolist()[1:] == [1, 1, 2, 2]
+    # baseline: the user-item history as of each impression counts only strictly earlier events
+    e = ev.to_pandas()
+    for k, t in enumerate(ts):
+        prior = e[(e.user_id == 2) & (e.item_id == edf.item_id[k]) & (e.timestamp < t)]
+        assert (df["ui_count"][k] if len(prior) else 0) == pytest.approx(len(prior)) or np.isnan(df["ui_count"][k])
+        if len(prior):
+            assert df["ui_last_ts"][k] == prior.timestamp.max()
+
+
+def test_same_second_event_is_not_visible_to_its_impression(tmp_path):
+    cfg = _cfg(tmp_path)
+    ev = pa.table({"user_id": [1, 1], "timestamp": [T0, T0 + 100], "item_id": [5, 5],
+                   "played_ratio": pa.array([1.0, 0.0], pa.float32()), "liked": [True, False], "disliked": [False, False]})
+    baseline.write_baseline(baseline.compute_baseline(ev, baseline.snapshot_times(T0, T0 + 100)), store.baseline_dir(cfg))
+    store.apply(cfg)
+    edf = pd.DataFrame({"user_id": [1, 1], "item_id": [5, 5],
+                        "event_timestamp": pd.to_datetime([T0 + 100, T0 + 101], unit="s", utc=True)})
+    df = store.historical_features(cfg, edf, with_vectors=False)
+    assert df["ui_count"].tolist() == [1.0, 2.0] and df["ui_likes"].tolist() == [1.0, 1.0]
+
+
+def test_version_mismatch_is_refused(tmp_path):
+    cfg = _cfg(tmp_path)
+    _write(cfg, "user", [1, 2], _vectors(2, 0), 1, T0, "a")
+    _write(cfg, "item", [1, 2], _vectors(2, 1), 2, T0, "a")
+    store.materialize(cfg)
+    with pytest.raises(store.VectorVersionMismatch, match=r"different model versions \[1, 2\]"):
+        store.online_features(cfg, 1, [1, 2])
+    with pytest.raises(store.VectorVersionMismatch, match="first mismatching row 0"):
+        edf = pd.DataFrame({"user_id": [1], "item_id": [2], "event_timestamp": pd.to_datetime([T0 + 5], unit="s", utc=True)})
+        store.historical_features(cfg, edf)
+    assert store.check_versions(np.array([3, -1]), np.array([3, 3])) == 3  # missing vectors are not a mismatch
+
+
+def test_bad_vectors_are_rejected_with_the_row():
+    v = _vectors(3, 0)
+    v[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"user_id=11 \(row 1\) is not finite"):
+        store.vector_table("user", np.array([10, 11, 12]), v, 1, T0, time.time())
+
+
+def test_dot_products_reference():
+    rng = np.random.default_rng(0)
+    u, items = rng.normal(size=(1, 16)).astype(np.float32), rng.normal(size=(50, 16)).astype(np.float32)
+    got = store.dot_products(u, items)
+    assert np.allclose(got, [sum(float(a) * float(b) for a, b in zip(u[0], it)) for it in items], rtol=1e-6)
+
+
+def test_feast_cli_applies_and_materializes_the_repo_folder_as_is(tmp_path):
+    """`feast -c features apply` / `materialize` on a copy of features/ (its default home: <copy>/../.argusrank)."""
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO / "features", root / "features", ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = _cfg(root / ".argusrank")
+    _write(cfg, "user", [1, 2], _vectors(2, 0), 4, T0, "a")
+    _write(cfg, "item", [1, 2, 3], _vectors(3, 1), 4, T0, "a")
+    baseline.write_baseline(baseline.compute_baseline(_events(50), np.array([T0 + DAY])), store.baseline_dir(cfg))
+    feast = [str(Path(sys.executable).parent / "feast"), "-c", str(root / "features")]
+    run = lambda *a: subprocess.run([*feast, *a], cwd=root, capture_output=True, text=True, timeout=300)
+    r = run("apply")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run("materialize", "2023-01-01T00:00:00", "2024-01-01T00:00:00")
+    assert r.returncode == 0, r.stderr[-2000:]
+    u, ver = store.read_user_vectors(cfg, [2])  # argusrank's programmatic config reads what the CLI wrote
+    np.testing.assert_array_equal(u[0], _vectors(2, 0)[1])
+    assert ver.tolist() == [4]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.redis
+def test_redis_online_store_round_trip(tmp_path):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not found on PATH (`make redis-server` installs it from Debian packages)")
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        cfg = _cfg(tmp_path / "home", **{"features.online_store": "redis", "features.redis_url": f"127.0.0.1:{port}"})
+        uv, iv = _vectors(5, 0), _vectors(7, 1)
+        _write(cfg, "user", np.arange(5), uv, 9, T0, "a")
+        _write(cfg, "item", np.arange(7), iv, 9, T0, "a")
+        rep = store.materialize(cfg)
+        assert rep["online_store"] == "redis" and rep["rows"] == 12
+        u, ver = store.read_user_vectors(cfg, [4, 0])
+        np.testing.assert_array_equal(u, uv[[4, 0]])
+        assert ver.tolist() == [9, 9]
+        out = store.online_features(cfg, 2, [6, 1])
+        np.testing.assert_allclose(out["argus_dot"], iv[[6, 1]].astype(np.float64) @ uv[2].astype(np.float64), rtol=1e-5)
+        assert not (cfg.paths.feature_repo / "online_store.db").exists()  # nothing went to SQLite
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
