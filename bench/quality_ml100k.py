@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--preset", default=None)
     ap.add_argument("--home", default=None, help="argusrank home (default: $ARGUSRANK_HOME or ./.argusrank)")
-    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--json", default=None, help="write the results to this file (- prints them)")
     a = ap.parse_args()
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -81,7 +81,9 @@ def main() -> None:
     Console().print(t)
     out = {"summary": summary, "runs": rows, "machine": m, "quality_defaults": QUALITY_DEFAULTS,
            "epochs": a.epochs, "preset": a.preset}
-    if a.json:
+    if a.json == "-":
+        print(json.dumps(out, default=str))
+    elif a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1, default=str)
 

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
             import mlflow
 
             out = registry.promote(cfg, version=int(a.version) if a.version else None,
-                                   force=a.force.lower() in ("1", "true", "yes"))
+                                   force=a.force.lower() in ("1", "true", "yes"),
+                                   dataset_dir=data if a.data else None)
             mlflow.log_dict(out, "promote.json")
     print(json.dumps(out, default=str))
     return out

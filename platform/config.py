@@ -101,6 +101,7 @@ class TrainConfig(_Section):
     stop_after_steps: int | None = Field(None, ge=1)  # end this job early (checkpoints first); a rerun resumes
     log_every: int = Field(20, ge=1)  # steps between MLflow step metrics
     show_progress: bool = True  # tqdm bar on rank 0
+    positive_targets_only: bool = False  # pre-train NIP/FP only on positive events (inputs keep all events)
 
 
 class FinetuneConfig(_Section):

@@ -109,8 +109,9 @@ def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
     if cfg.data.max_len > mc.max_len:
         raise ConfigError(f"data.max_len={cfg.data.max_len} exceeds the model's max_len={mc.max_len} "
                           f"(preset {cfg.model.preset!r}; raise model.overrides.max_len)")
-    if stage == "finetune" and cfg.finetune.max_history > mc.max_len:
-        raise ConfigError(f"finetune.max_history={cfg.finetune.max_history} exceeds the model's max_len={mc.max_len}")
+    if stage == "finetune" and cfg.finetune.max_history < cfg.finetune.min_history:
+        raise ConfigError(f"finetune.max_history={cfg.finetune.max_history} < finetune.min_history="
+                          f"{cfg.finetune.min_history}")
     if cfg.eval.negatives == "100" and cfg.eval.protocol == "loo" and meta.get("n_items", 0) <= 101:
         raise ConfigError(f"eval.negatives=100 needs more than 101 items; the dataset has {meta.get('n_items')}")
     if any(k < 1 for k in cfg.eval.ks):
@@ -152,17 +153,26 @@ def loo_train_histories(hist):
     return drop_last(hist, 2)
 
 
-def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: dict, buckets: list[int]) -> dict:
-    """This worker's training arrays, built from its own user_bucket shards only."""
+def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: dict, buckets: list[int],
+                  model_max_len: int | None = None) -> dict:
+    """This worker's training arrays, built from its own user_bucket shards only.
+
+    Fine-tuning histories are cut to the model's positions table (``model_max_len``)
+    when ``finetune.max_history`` is longer."""
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
     from argusrank.features.sequences import finetune_arrays, pretrain_arrays
 
     hist = build_histories(read_events(dataset_dir, user_buckets=buckets))
     if stage == "pretrain":
-        return pretrain_arrays(train_histories(hist, split, cfg.model.kind), cfg.data.max_len, min_len=cfg.data.min_history)
+        arrays = pretrain_arrays(train_histories(hist, split, cfg.model.kind), cfg.data.max_len,
+                                 min_len=cfg.data.min_history)
+        if cfg.train.positive_targets_only:  # ablation: predict only what evaluation counts
+            arrays["target_mask"] = arrays["target_mask"] & (arrays["grade"] >= 1)
+        return arrays
     f = cfg.finetune
-    return finetune_arrays(hist, f.lag_s, f.max_history, f.min_history, f.max_impressions,
+    max_history = min(f.max_history, model_max_len or f.max_history)
+    return finetune_arrays(hist, f.lag_s, max_history, f.min_history, f.max_impressions,
                            t_from=None, t_to=split["T"], window_s=cfg.data.pair_window_s)
 
 
@@ -283,7 +293,7 @@ def train_loop(config: dict) -> None:
 
     # ---- data: this worker's shards only
     buckets = [b for b in range(EVENT_PARTITIONS) if b % world == rank]
-    arrays = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets)
+    arrays = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets, config["model_cfg"]["max_len"])
     n_local = math.ceil(_n_rows(arrays) / batch_size)
     steps_per_epoch = int(_all_reduce([n_local], "max")[0])
     if steps_per_epoch == 0:

@@ -30,8 +30,8 @@ def test_mlflow_run_synth_then_pretrain(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled",
            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("ARGUSRANK_HOME", None)
-    env.pop("ARGUSRANK_CONFIG", None)
+    for var in ("ARGUSRANK_HOME", "ARGUSRANK_CONFIG", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        env.pop(var, None)  # set by earlier in-process MLflow use (set_experiment exports the id)
     synth = _mlflow_run("synth", {"home": str(home), "n_users": "150", "n_items": "80", "days": "15",
                                   "sets": "data.synth.organic_per_user=10 data.synth.requests_per_user=3"}, env)
     assert synth.returncode == 0, synth.stderr[-3000:]

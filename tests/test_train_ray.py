@@ -209,7 +209,10 @@ def test_bad_configs_fail_before_training(tmp_path, dataset):
         with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
             run_pretrain(cfg, dataset)
     with pytest.raises(ConfigError, match="finetune.max_history"):
-        run_finetune(make_cfg(tmp_path / "h", **{"finetune.max_history": 5000}), dataset, init=None)
+        run_finetune(make_cfg(tmp_path / "h", **{"finetune.max_history": 2, "finetune.min_history": 5}), dataset,
+                     init=None)
+    with pytest.raises(ConfigError, match="eval.ks"):
+        run_pretrain(make_cfg(tmp_path / "h", **{"eval.ks": [10, 0]}), dataset)
     with pytest.raises(ConfigError, match="metadata.json"):
         run_pretrain(make_cfg(tmp_path / "h"), tmp_path / "no-such-dataset")
     with pytest.raises(pydantic.ValidationError, match="train.lr"):
