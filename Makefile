@@ -5,6 +5,8 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 PYTEST_ARGS ?=
+# the venv first on PATH: `mlflow run --env-manager local` steps call `python`/`argusrank`
+RUN_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" RAY_AUTH_MODE=disabled
 
 .PHONY: install demo test bench redis-server clean
 
@@ -19,11 +21,11 @@ install: $(STAMP)
 
 ## demo: synthetic data -> pretrain -> finetune -> export -> Feast -> ranker -> Ray Serve (left answering)
 demo: install
-	RAY_AUTH_MODE=disabled $(VENV)/bin/argusrank demo
+	$(RUN_ENV) argusrank demo $(DEMO_ARGS)
 
 ## test: the whole suite (CPU only; starts its own redis-server, Ray and Serve)
 test: install redis-server
-	RAY_AUTH_MODE=disabled $(PY) -m pytest $(PYTEST_ARGS)
+	$(RUN_ENV) python -m pytest $(PYTEST_ARGS)
 
 ## redis-server for the Redis online-store test (installed from Debian packages when missing)
 redis-server:

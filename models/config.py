@@ -102,6 +102,8 @@ def _size(d: int, layers: int, heads: int, buckets: int, item_dim: int, nip: int
 #: xs ~3.2M, s ~19M, m ~85M, l ~302M, xl ~1.007B (ARGUS.md section 5: 3.2M .. 1.007B).
 PRESETS: dict[str, ArgusConfig] = {
     "tiny": replace(_size(32, 2, 2, 1 << 12, 32, 16, 16), max_len=256, n_uniform_negatives=32),
+    # xxs: the CPU default of `argusrank demo` (2 cores: a few minutes for the whole pipeline)
+    "xxs": replace(_size(64, 2, 2, 1 << 15, 64, 64, 32), max_len=256, n_uniform_negatives=256),
     "xs": _size(256, 4, 4, 1 << 16, 64, 64, 64),
     "s": _size(512, 6, 8, 1 << 17, 128, 128, 128),
     "m": _size(768, 12, 12, 1 << 18, 256, 128, 128),

@@ -63,9 +63,24 @@ class FPHead(nn.Module):
 
 
 class Towers(nn.Module):
-    """User tower (state -> tower_dim) and item tower (item embedding -> tower_dim)."""
+    """User tower (state -> tower_dim) and item tower (item embedding -> tower_dim).
+
+    Both sides are L2-normalized and multiplied by sqrt(scale), a learned scalar, so
+    dot(user, item) = scale * cosine. Unnormalized towers at small init start at the
+    dot-product saddle (both sides ~0, gradients ~0) and fine-tuning stalls at log 2.
+    """
 
     def __init__(self, cfg: ArgusConfig):
         super().__init__()
-        self.user = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
-        self.item = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
+        self.user_mlp = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
+        self.item_mlp = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))
+
+    def _side(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x.float(), dim=-1) * (0.5 * self.log_scale.clamp(max=math.log(100.0))).exp()
+
+    def user(self, state: torch.Tensor) -> torch.Tensor:  # (..., d_model) -> (..., tower_dim)
+        return self._side(self.user_mlp(state))
+
+    def item(self, e: torch.Tensor) -> torch.Tensor:  # (..., d_model) -> (..., tower_dim)
+        return self._side(self.item_mlp(e))

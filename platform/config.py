@@ -77,7 +77,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    preset: str = "xs"
+    preset: str = "xxs"  # models/config.py PRESETS: tiny, xxs (CPU demo), xs ~3M ... xl ~1B
     kind: Literal["argus", "sasrec"] = "argus"
     encoder: Literal["simplified", "full", "hstu"] = "simplified"
     overrides: dict[str, Any] = {}  # fields of models' ArgusConfig set on top of the preset
@@ -96,7 +96,7 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = end of each epoch
     resume: bool = True
     # --- added by the training platform (issue 4) ---
-    cpus_per_worker: int = Field(1, ge=1)  # also the torch thread count of each worker
+    cpus_per_worker: int | None = Field(None, ge=1)  # also torch threads per worker; None: CPUs / workers
     max_failures: int = Field(0, ge=0)  # Ray Train worker-group restarts (resume from last checkpoint)
     stop_after_steps: int | None = Field(None, ge=1)  # end this job early (checkpoints first); a rerun resumes
     log_every: int = Field(20, ge=1)  # steps between MLflow step metrics

@@ -143,6 +143,24 @@ def default_snapshots(cfg: ArgusrankConfig, t_split: int, t_end: int) -> np.ndar
     return baseline.snapshot_times(t_split, t_end - 1, cfg.features.snapshot_every_s)
 
 
+def archive_other_versions(cfg: ArgusrankConfig, version: int) -> list[Path]:
+    """Move vector files of other model versions to ``<vectors_dir>/archive/<kind>/``.
+
+    The offline store's point-in-time join must see one model version only (a newer
+    export of another version at the same snapshot times would otherwise be mixed in
+    per row); nothing is deleted, and serving still finds an archived version by number.
+    """
+    moved = []
+    for kind in (store.USER_VECTORS, store.ITEM_VECTORS):
+        src = cfg.paths.vectors_dir / kind
+        for f in sorted(src.glob("*.parquet")) if src.is_dir() else []:
+            if not f.name.startswith(f"v{version}_"):
+                dst = cfg.paths.vectors_dir / "archive" / kind / f.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                moved.append(f.rename(dst))
+    return moved
+
+
 def export_vectors(
     cfg: ArgusrankConfig, dataset_dir: str | Path, model_ref: str | int = "candidate",
     as_of: int | Sequence[int] | None = None, lag_s: int = 0,
@@ -180,6 +198,7 @@ def export_vectors(
     report["baseline_rows"] = {k: v.num_rows for k, v in tabs.items()}
     report["baseline_seconds"] = round(time.perf_counter() - t0, 3)
 
+    archive_other_versions(cfg, version)
     windows = user_windows(hist, snaps, lag_s, int(model.cfg.max_len))
     items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
     with ray_session(num_cpus=None):

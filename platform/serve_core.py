@@ -126,7 +126,9 @@ def item_vectors(cfg: ArgusrankConfig, version: int) -> tuple[np.ndarray, np.nda
     path = _item_dir(cfg)
     if not path.is_dir():
         raise NothingToServe(f"no exported item vectors under {path}: run `argusrank export` first")
-    t = ds.dataset(path, format="parquet").to_table(filter=ds.field("item_model_version") == int(version))
+    files = [str(f) for d in (path, cfg.paths.vectors_dir / "archive" / "item_vectors") if d.is_dir()
+             for f in sorted(d.glob("*.parquet"))]  # export archives other versions (platform/export.py)
+    t = ds.dataset(files, format="parquet").to_table(filter=ds.field("item_model_version") == int(version))
     if t.num_rows == 0:
         raise NothingToServe(f"no item vectors of model version {version} under {path}: export that version first")
     t = t.sort_by([("item_id", "ascending"), ("created", "descending"), ("event_timestamp", "descending")])

@@ -71,10 +71,16 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def worker_cpus(cfg: ArgusrankConfig) -> int:
+    """CPUs (and torch threads) per Ray Train worker: ``train.cpus_per_worker``, or the
+    machine's CPUs shared evenly among the workers when that is unset."""
+    return cfg.train.cpus_per_worker or max(1, available_cpus() // cfg.train.num_workers)
+
+
 def use_gpu(cfg: ArgusrankConfig) -> bool:
     if cfg.train.use_gpu == "auto":
         return torch.cuda.is_available()
-    return cfg.train.use_gpu == "true"
+    return cfg.train.use_gpu is True
 
 
 def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
@@ -98,10 +104,10 @@ def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
     if t.num_workers > EVENT_PARTITIONS:
         raise ConfigError(f"train.num_workers={t.num_workers}: at most {EVENT_PARTITIONS} "
                           f"(workers read disjoint user_bucket shards of the events)")
-    need, have = t.num_workers * t.cpus_per_worker, available_cpus()
+    need, have = t.num_workers * worker_cpus(cfg), available_cpus()
     if need > have:
         raise ConfigError(f"train.num_workers * train.cpus_per_worker = {need} CPUs, but only {have} are available")
-    if t.use_gpu == "true" and not torch.cuda.is_available():
+    if t.use_gpu is True and not torch.cuda.is_available():
         raise ConfigError("train.use_gpu=true but no CUDA device is available (use 'auto' or 'false')")
     if use_gpu(cfg) and t.num_workers > torch.cuda.device_count():
         raise ConfigError(f"train.num_workers={t.num_workers}: one GPU per worker, but only "
@@ -282,7 +288,7 @@ def train_loop(config: dict) -> None:
     stage, split = config["stage"], config["split"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.train.cpus_per_worker)
+    torch.set_num_threads(worker_cpus(cfg))
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
     seed = cfg.seed
@@ -467,7 +473,7 @@ def fit(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, split: dict, 
                            "init_state": init_state, "mlflow_run_id": mlflow_run_id,
                            "tracking_uri": cfg.tracking_uri},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=use_gpu(cfg),
-                                               resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+                                               resources_per_worker={"CPU": worker_cpus(cfg)}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(cfg.paths.runs_dir),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
