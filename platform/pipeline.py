@@ -130,8 +130,13 @@ def serve_and_probe(cfg: ArgusrankConfig) -> str:
 
     from argusrank.platform.serve_app import start_serving
 
+    from argusrank.features.io import read_events, read_metadata
+
+    if cfg.serve.as_of is None and cfg.data.format == "synth":
+        # synthetic events are dated in the past: replay requests at the end of the data so
+        # recency/window features mean what they meant offline (documented in the README)
+        cfg.serve.as_of = float(read_metadata(dataset_dir(cfg))["max_timestamp"])
     url = start_serving(cfg, blocking=False)
-    from argusrank.features.io import read_events
 
     user = int(read_events(dataset_dir(cfg), columns=["user_id"]).column("user_id")[0].as_py())
     body = {"user_id": user, "k": 10}

@@ -229,7 +229,7 @@ def test_rayjob_runs_real_argusrank_commands_on_gpu_workers(tmp_path):
         sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         assert sets == ['train.use_gpu="true"', "train.num_workers=8", "train.epochs=5"]
         cfg = cfgmod.load_config(None, sets, env={})  # the overrides are valid config
-        assert (cfg.train.use_gpu, cfg.train.num_workers, cfg.train.epochs) == ("true", 8, 5)
+        assert (cfg.train.use_gpu, cfg.train.num_workers, cfg.train.epochs) == (True, 8, 5)
     (group,) = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     pod = group["template"]["spec"]
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 2
