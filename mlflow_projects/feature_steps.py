@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
-from argusrank.platform.config import load_config
+from steps import config_from_args  # same folder: the MLproject runs here
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,17 +24,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="candidate")
     ap.add_argument("--full", default="false")
     a = ap.parse_args(argv)
-    for k in ("home", "config", "sets", "data"):  # MLflow passes an empty string as the literal ''
-        setattr(a, k, "" if getattr(a, k) in ("''", '""') else getattr(a, k))
-    overrides = {}
-    for item in filter(None, shlex.split(a.sets)):
-        if "=" not in item:
-            raise SystemExit(f"invalid configuration: override {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        overrides[k] = yaml.safe_load(v)
-    if a.home:
-        overrides["paths.home"] = str(Path(a.home).resolve())
-    cfg = load_config(a.config or None, overrides)
+    cfg = config_from_args(a)
 
     from argusrank.platform import registry
     from argusrank.platform.pipeline import dataset_dir

@@ -23,6 +23,27 @@ def _num(v: str):
     return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
+def config_from_args(a: argparse.Namespace):
+    """The config of a step: ``--config`` file, then ``--sets``/``--set`` overrides, ``--home``, ``--seed``.
+
+    MLflow passes an empty string parameter as the literal ``''``: treated as empty.
+    """
+    for k in ("home", "config", "sets", "data"):
+        if getattr(a, k, None) in ("''", '""'):
+            setattr(a, k, "")
+    overrides: dict = {}
+    for item in shlex.split(a.sets) + list(getattr(a, "set_", [])):
+        if "=" not in item:
+            raise SystemExit(f"invalid configuration: override {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        overrides[k] = _num(v)
+    if a.home:
+        overrides["paths.home"] = str(Path(a.home).resolve())
+    if getattr(a, "seed", None) is not None:
+        overrides["seed"] = _num(a.seed)
+    return load_config(a.config or None, overrides)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="steps.py")
     ap.add_argument("step", choices=["synth", "import", "pretrain", "finetune", "evaluate", "promote"])
@@ -40,17 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--force", default="false")
     a = ap.parse_args(argv)
 
-    overrides: dict = {}
-    for item in shlex.split(a.sets) + a.set_:
-        if "=" not in item:
-            raise SystemExit(f"invalid configuration: override {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        overrides[k] = _num(v)
-    if a.home:
-        overrides["paths.home"] = str(Path(a.home).resolve())
-    if a.seed is not None:
-        overrides["seed"] = _num(a.seed)
-    cfg = load_config(a.config or None, overrides)
+    cfg = config_from_args(a)
 
     from argusrank.platform import registry
     from argusrank.platform.pipeline import dataset_dir
