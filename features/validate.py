@@ -111,13 +111,18 @@ class Checker:
             self.fail(nonint, f"{name}: not an integer")
             vals = np.where(nonint, 0, f).astype(np.int64)
         null = null | nonint
+        self._check_present_and_range(name, vals, null, required, lo, hi)
+        return Column(vals, null)
+
+    def _check_present_and_range(self, name: str, vals: np.ndarray, null: np.ndarray, required: bool,
+                                 lo: float | None, hi: float | None) -> None:
+        """Fail missing values (if required) and non-null values outside [lo, hi]."""
         if required:
             self.fail(null, f"{name}: missing")
         if lo is not None:
             self.fail(~null & (vals < lo), f"{name}: below {lo}")
         if hi is not None:
             self.fail(~null & (vals > hi), f"{name}: above {hi}")
-        return Column(vals, null)
 
     def float_column(self, name: str, required: bool = False, lo: float | None = None, hi: float | None = None) -> Column:
         """Parse a float column; fail on nulls (if required), non-numbers, NaN/inf and out-of-range values."""
@@ -126,12 +131,7 @@ class Checker:
         nonfinite = ~null & ~np.isfinite(vals)
         self.fail(nonfinite, f"{name}: not a finite number")
         null = null | nonfinite
-        if required:
-            self.fail(null, f"{name}: missing")
-        if lo is not None:
-            self.fail(~null & (vals < lo), f"{name}: below {lo}")
-        if hi is not None:
-            self.fail(~null & (vals > hi), f"{name}: above {hi}")
+        self._check_present_and_range(name, vals, null, required, lo, hi)
         return Column(np.where(null, np.nan, vals), null)
 
     def bool_column(self, name: str, required: bool = False) -> Column:

@@ -6,22 +6,15 @@ inside the entry point's MLflow run and prints its result as one JSON line.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from steps import config_from_args  # same folder: the MLproject runs here
+from steps import config_from_args, step_parser  # same folder: the MLproject runs here
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="feature_steps.py")
-    ap.add_argument("step", choices=["export", "materialize", "ranker"])
-    ap.add_argument("--home", default="")
-    ap.add_argument("--config", default="")
-    ap.add_argument("--sets", default="")
-    ap.add_argument("--data", default="")
-    ap.add_argument("--model", default="candidate")
+    ap = step_parser("feature_steps.py", ["export", "materialize", "ranker"])
     ap.add_argument("--full", default="false")
     a = ap.parse_args(argv)
     cfg = config_from_args(a)

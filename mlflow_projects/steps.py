@@ -23,6 +23,16 @@ def _num(v: str):
     return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
+
+def step_parser(prog: str, steps: list[str]) -> argparse.ArgumentParser:
+    """The parameters every entry point shares: step, home, config, sets, data, model."""
+    ap = argparse.ArgumentParser(prog=prog)
+    ap.add_argument("step", choices=steps)
+    for name in ("home", "config", "sets", "data"):
+        ap.add_argument(f"--{name}", default="")
+    ap.add_argument("--model", default="candidate")
+    return ap
+
 def config_from_args(a: argparse.Namespace):
     """The config of a step: ``--config`` file, then ``--sets``/``--set`` overrides, ``--home``, ``--seed``.
 
@@ -45,18 +55,12 @@ def config_from_args(a: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="steps.py")
-    ap.add_argument("step", choices=["synth", "import", "pretrain", "finetune", "evaluate", "promote"])
-    ap.add_argument("--home", default="")
-    ap.add_argument("--config", default="")
-    ap.add_argument("--sets", default="")
+    ap = step_parser("steps.py", ["synth", "import", "pretrain", "finetune", "evaluate", "promote"])
     ap.add_argument("--set", action="append", default=[], dest="set_")
     ap.add_argument("--seed", default=None)
-    ap.add_argument("--data", default="")
     ap.add_argument("--format", default="movielens-100k")
     ap.add_argument("--src", default="")
     ap.add_argument("--init", default="candidate")
-    ap.add_argument("--model", default="candidate")
     ap.add_argument("--version", default="")
     ap.add_argument("--force", default="false")
     a = ap.parse_args(argv)
