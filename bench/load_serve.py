@@ -153,10 +153,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--rank-items", type=int, default=100)
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs given to Ray")
+    ap.add_argument("--topologies", nargs="+", default=["composed", "fused"], choices=["composed", "fused"],
+                    help="serve.topology values to measure, one app after the other")
+    ap.add_argument("--fused-replicas", type=int, default=2, help="Ingress replicas of the fused topology")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     import ray
+    from ray import serve
 
     from argusrank.platform.config import load_config
     from argusrank.platform.serve_app import start_serving, stop_serving
@@ -186,14 +190,19 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, object_store_memory=200_000_000, namespace="serve",
              log_to_driver=False)
+    rec = [{"user_id": u, "k": args.k} for u in users]
+    rnk = [{"user_id": u, "item_ids": items} for u, items in zip(users, rank_items * 4)]
     try:
-        url = start_serving(cfg, blocking=False)
-        rec = [{"user_id": u, "k": args.k} for u in users]
-        rnk = [{"user_id": u, "item_ids": items} for u, items in zip(users, rank_items * 4)]
-        asyncio.run(open_loop(url, "/recommend", rec, 20, 2.0, 40, args.timeout))  # warm-up
-        for rate in args.rates:
-            for path, bodies in (("/recommend", rec), ("/rank", rnk)):
-                rows.append(asyncio.run(open_loop(url, path, bodies, rate, args.duration, args.max_requests, args.timeout)))
+        for topology in args.topologies:
+            tcfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": topology})})
+            opts = {"Ingress": {"num_replicas": args.fused_replicas}} if topology == "fused" else None
+            url = start_serving(tcfg, blocking=False, deployment_options=opts)
+            asyncio.run(open_loop(url, "/recommend", rec, 20, 2.0, 40, args.timeout))  # warm-up
+            for rate in args.rates:
+                for path, bodies in (("/recommend", rec), ("/rank", rnk)):
+                    row = asyncio.run(open_loop(url, path, bodies, rate, args.duration, args.max_requests, args.timeout))
+                    rows.append({**row, "endpoint": f"{path} {topology}"})
+            serve.shutdown()
     finally:
         stop_serving()
         ray.shutdown()
@@ -214,7 +223,7 @@ def main() -> None:
         table.add_row(r["endpoint"], "-" if r["rate_rps"] is None else f"{r['rate_rps']:.0f}", str(r["requests"]),
                       str(r["errors"]), f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
                       f"{r['p99_ms']:.2f}", f"{r['p50_vs_in_process']:.1f}x" if r["p50_vs_in_process"] else "-")
-    Console().print(table)
+    Console(width=160).print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": mach, "args": vars(args), "rows": rows}, indent=2))
 

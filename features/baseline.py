@@ -57,6 +57,13 @@ USER_ITEM = ViewSpec(
     "the user's prior interactions with the item (count, likes, last time), valid after each event",
 )
 VIEWS = (ITEM_STATS, USER_STATS, USER_ITEM)
+#: serving layout of ``user_item``: ONE row per user holding the latest (user, item) values of every item the
+#: user touched, as aligned arrays sorted by item id (``prior_item_ids`` + one array per USER_ITEM feature), so a
+#: request reads one Feast row instead of one per candidate. Online only (training reads ``user_item`` PIT).
+USER_ITEM_PRIORS = ViewSpec(
+    "user_item_priors", ("user_id",), ("prior_item_ids", *(f"prior_{f}" for f in USER_ITEM.features)),
+    "per user: item ids and their latest user_item values as arrays (one online row per user)",
+)
 
 #: the ranker's baseline features, in matrix column order; ARGUS adds DOT_FEATURE
 BASE_FEATURES: tuple[str, ...] = (
@@ -159,8 +166,55 @@ def user_item_history(events: pa.Table) -> pa.Table:
     return _finish(df[["user_id", "item_id", *USER_ITEM.features, "event_timestamp"]])
 
 
+def user_item_priors(user_item: pa.Table, max_items: int = 5000) -> pa.Table:
+    """The ``user_item_priors`` rows of a ``user_item`` table: per user, the latest row of each item.
+
+    Arrays sorted by item id; at most ``max_items`` items per user (the most recently
+    touched; older ones then read as never seen). ``event_timestamp`` = the user's
+    newest ``user_item`` row, so the online row is the state after the last event.
+    """
+    u, i = user_item["user_id"].to_numpy(), user_item["item_id"].to_numpy()
+    ets = user_item["event_timestamp"].cast(pa.int64()).to_numpy()
+    o = np.lexsort((ets, i, u))  # last row of each (user, item) = its latest state
+    u, i, ets = u[o], i[o], ets[o]
+    last = np.r_[u[1:] != u[:-1], True] | np.r_[i[1:] != i[:-1], True]
+    keep = o[last]
+    u, i, ets = u[last], i[last], ets[last]
+    r = np.lexsort((-ets, u))  # per user newest first, to cap
+    start = np.r_[0, np.flatnonzero(u[r][1:] != u[r][:-1]) + 1]
+    rank = np.arange(len(r)) - np.repeat(start, np.diff(np.r_[start, len(r)]))
+    r = r[rank < max_items]
+    r = r[np.lexsort((i[r], u[r]))]  # back to (user, item) order
+    u, i, ets, keep = u[r], i[r], ets[r], keep[r]
+    users, first = np.unique(u, return_index=True)
+    offsets = pa.array(np.r_[first, len(u)].astype(np.int32))
+    cols = {"user_id": pa.array(users, pa.int64()),
+            "prior_item_ids": pa.ListArray.from_arrays(offsets, pa.array(i, pa.int64()))}
+    for f in USER_ITEM.features:
+        vals = user_item[f].to_numpy(zero_copy_only=False).astype(np.float64)[keep]
+        cols[f"prior_{f}"] = pa.ListArray.from_arrays(offsets, pa.array(vals, pa.float64()))
+    newest = np.maximum.reduceat(ets, first) if len(u) else np.zeros(0, np.int64)
+    ts = pa.array(newest, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.table({**cols, "event_timestamp": ts, "created": ts})
+
+
+def priors_for(priors: Mapping[str, object], item_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """USER_ITEM features (N,) of ``item_ids`` from one user's ``user_item_priors`` row; NaN where never seen."""
+    item_ids = np.asarray(item_ids, np.int64)
+    arr = lambda k, dt: np.asarray([] if priors.get(k) is None else priors[k], dt)  # noqa: E731 (None: no row)
+    ids = arr("prior_item_ids", np.int64)
+    pos = np.minimum(np.searchsorted(ids, item_ids), max(len(ids) - 1, 0))
+    hit = ids[pos] == item_ids if len(ids) else np.zeros(len(item_ids), bool)
+    out = {}
+    for f in USER_ITEM.features:
+        vals = arr(f"prior_{f}", np.float64)
+        out[f] = np.where(hit, vals[pos], np.nan) if len(vals) else np.full(len(item_ids), np.nan)
+    return out
+
+
 def compute_baseline(events: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]:
-    """All three baseline views from an event table (any order) at the given snapshot times."""
+    """The baseline views (and the serving-only ``user_item_priors``) from an event table (any order) at the
+    given snapshot times."""
     order = np.argsort(events["timestamp"].to_numpy(), kind="stable")
     ev = events.take(pa.array(order))
     ts = ev["timestamp"].to_numpy()
@@ -168,7 +222,8 @@ def compute_baseline(events: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]
     return {
         ITEM_STATS.name: _snapshot_stats(ev["item_id"].to_numpy(), ts, grade, snaps, "item"),
         USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ts, grade, snaps, "user"),
-        USER_ITEM.name: user_item_history(ev),
+        USER_ITEM.name: (ui := user_item_history(ev)),
+        USER_ITEM_PRIORS.name: user_item_priors(ui),
     }
 
 

@@ -15,7 +15,7 @@ Parquet layout (one directory per view, any number of files)::
 
     VECTORS/user_vectors/*.parquet   user_id, user_vector list<float32>, user_model_version, event_timestamp, created
     VECTORS/item_vectors/*.parquet   item_id, item_vector list<float32>, item_model_version, event_timestamp, created
-    BASELINE/user_stats/, item_stats/, user_item/   see features/baseline.py
+    BASELINE/user_stats/, item_stats/, user_item/, user_item_priors/   see features/baseline.py
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float32, Float64, Int64
 
-from argusrank.features.baseline import DOT_FEATURE, ITEM_STATS, USER_ITEM, USER_STATS
+from argusrank.features.baseline import DOT_FEATURE, ITEM_STATS, USER_ITEM, USER_ITEM_PRIORS, USER_STATS
 from argusrank.features.store import DOT_VIEW, ITEM_VECTORS, USER_VECTORS
 
 
@@ -80,6 +80,13 @@ def build_definitions(vectors_dir: str | Path, baseline_dir: str | Path) -> dict
             schema=[Field(name=f, dtype=Float64) for f in spec.features], description=spec.description,
         )
 
+    p = USER_ITEM_PRIORS
+    views[p.name] = FeatureView(
+        name=p.name, entities=[user], ttl=no_ttl, source=_source(p.name, baseline_dir / p.name),
+        schema=[Field(name=p.features[0], dtype=Array(Int64))] + [Field(name=f, dtype=Array(Float64)) for f in p.features[1:]],
+        description=p.description,
+    )
+
     argus_dot_view = on_demand_feature_view(
         name=DOT_VIEW, sources=[user_vectors, item_vectors], schema=[Field(name=DOT_FEATURE, dtype=Float64)],
         mode="python",
@@ -99,4 +106,5 @@ item_vectors = _DEFS[ITEM_VECTORS]
 user_stats = _DEFS[USER_STATS.name]
 item_stats = _DEFS[ITEM_STATS.name]
 user_item = _DEFS[USER_ITEM.name]
+user_item_priors = _DEFS[USER_ITEM_PRIORS.name]
 argus_dot_view = _DEFS[DOT_VIEW]

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from argusrank.features.baseline import DOT_FEATURE, RAW_REFS, VIEWS
+from argusrank.features.baseline import DOT_FEATURE, RAW_REFS, USER_ITEM_PRIORS, VIEWS
 from argusrank.platform.config import ArgusrankConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +51,7 @@ def baseline_dir(cfg: ArgusrankConfig) -> Path:
 def view_dirs(cfg: ArgusrankConfig) -> dict[str, Path]:
     """Offline parquet directory of every batch feature view."""
     out = {USER_VECTORS: cfg.paths.vectors_dir / USER_VECTORS, ITEM_VECTORS: cfg.paths.vectors_dir / ITEM_VECTORS}
-    out.update({v.name: baseline_dir(cfg) / v.name for v in VIEWS})
+    out.update({v.name: baseline_dir(cfg) / v.name for v in (*VIEWS, USER_ITEM_PRIORS)})
     return out
 
 

@@ -154,8 +154,12 @@ class ServeConfig(_Section):
     app_name: str = "argusrank"
     # feast_batched: every feature of (user, candidates) in one Feast call (vectors read there too);
     # cached_items: item stats held in RAM (refreshed on materialize), dots from the in-RAM item
-    # vectors, Feast reads only the user row + (user, item) rows: the faster (bench/README.md)
+    # vectors, Feast reads only the user's row (user_stats + user_item_priors): the faster (bench/README.md)
     features_path: Literal["cached_items", "feast_batched"] = "cached_items"
+    # composed: CandidateGenerator, FeatureService, Ranker are deployments behind the Ingress (scaled apart on a
+    # cluster; ~3 handle hops per request); fused: the Ingress runs the same three in-process (no hops: the
+    # low-latency choice on one node; scale Ingress replicas instead). bench/README.md "Serving" compares them.
+    topology: Literal["composed", "fused"] = "composed"
 
 
 class MlflowConfig(_Section):

@@ -192,9 +192,10 @@ def export_vectors(
 
     t0 = time.perf_counter()
     tabs = baseline.compute_baseline(events, snaps)
-    baseline.write_baseline({k: v for k, v in tabs.items() if k != baseline.USER_ITEM.name},
+    whole_log = (baseline.USER_ITEM.name, baseline.USER_ITEM_PRIORS.name)  # built from the whole log: replaced
+    baseline.write_baseline({k: v for k, v in tabs.items() if k not in whole_log},
                             store.baseline_dir(cfg), tag=f"snap_{int(snaps[0])}_{int(snaps[-1])}")
-    baseline.write_baseline({baseline.USER_ITEM.name: tabs[baseline.USER_ITEM.name]}, store.baseline_dir(cfg), tag="all")
+    baseline.write_baseline({k: tabs[k] for k in whole_log}, store.baseline_dir(cfg), tag="all")
     report["baseline_rows"] = {k: v.num_rows for k, v in tabs.items()}
     report["baseline_seconds"] = round(time.perf_counter() - t0, 3)
 

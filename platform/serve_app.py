@@ -26,10 +26,12 @@ Request validation: pydantic models, strict types; bad JSON -> 400, oversized
 body -> 413, invalid fields -> 422, each with a message naming the field.
 """
 import asyncio
+import inspect
 import json
 import logging
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any, Optional
 
@@ -58,15 +60,10 @@ class CandidateGenerator:
     """ANN candidates over the served version's item vectors (RAM) for users read from Feast."""
 
     def __init__(self, cfg: dict):
-        from argusrank.platform.serve_core import load_candidate_state
+        from argusrank.platform.serve_core import load_candidate_state, one_thread_per_request
 
+        one_thread_per_request()
         self.cfg = _cfg(cfg)
-        try:  # one query per request: OpenMP threads only add overhead on a shared box
-            import faiss
-
-            faiss.omp_set_num_threads(1)
-        except ImportError:  # pragma: no cover
-            pass
         self.state = load_candidate_state(self.cfg)
         self.reloads, self.last_error, self.fallbacks = 0, None, {"unknown_user": 0, "version_mismatch": 0}
         self._wake = threading.Event()
@@ -121,8 +118,9 @@ class FeatureService:
 
     def __init__(self, cfg: dict):
         from argusrank.features.store import get_store
-        from argusrank.platform.serve_core import ItemFeatureCache
+        from argusrank.platform.serve_core import ItemFeatureCache, one_thread_per_request
 
+        one_thread_per_request()
         self.cfg = _cfg(cfg)
         get_store(self.cfg)  # import Feast and open the store now, not on the first request
         self.items = None
@@ -162,8 +160,9 @@ class Ranker:
     """XGBoost final ranker: the registry alias's version preloaded, pinned versions loaded on demand."""
 
     def __init__(self, cfg: dict):
-        from argusrank.platform.serve_core import RankerCache, resolve_bundle
+        from argusrank.platform.serve_core import RankerCache, one_thread_per_request, resolve_bundle
 
+        one_thread_per_request()
         self.cfg = _cfg(cfg)
         self.cache = RankerCache(self.cfg)
         self.cache.get(resolve_bundle(self.cfg).ranker_version)
@@ -218,13 +217,37 @@ def _errors(exc: ValidationError) -> list[str]:
     return [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
 
 
+class LocalHandle:
+    """A deployment's class instantiated inside the calling replica, called like a DeploymentHandle
+    (``handle.method.remote(*args)`` is awaitable): ``serve.topology=fused``."""
+
+    def __init__(self, deployment, cfg: dict):
+        self._obj = deployment.func_or_class(cfg)
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._obj, name)
+
+        async def call(*args):
+            out = fn(*args)
+            return await out if inspect.isawaitable(out) else out
+
+        return types.SimpleNamespace(remote=call)
+
+
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    """HTTP front: validates, then calls candidates -> features -> ranker through their handles."""
+    """HTTP front: validates, then calls candidates -> features -> ranker through their handles.
 
-    def __init__(self, candidates: DeploymentHandle, features: DeploymentHandle, ranker: DeploymentHandle, cfg: dict):
+    ``serve.topology=composed``: the three are separate deployments (scaled apart, one hop each);
+    ``fused``: the Ingress runs the same three classes in-process (no hops; scale the Ingress).
+    """
+
+    def __init__(self, candidates: DeploymentHandle | None, features: DeploymentHandle | None,
+                 ranker: DeploymentHandle | None, cfg: dict):
         self.cfg = _cfg(cfg)
+        if self.cfg.serve.topology == "fused":
+            candidates, features, ranker = (LocalHandle(d, cfg) for d in (CandidateGenerator, FeatureService, Ranker))
         self.candidates, self.features, self.ranker = candidates, features, ranker
 
     # --- helpers ---------------------------------------------------------------------------
@@ -304,7 +327,7 @@ class Ingress:
     async def version(self) -> dict:
         info = await self._call(self.candidates.info)
         return {**info, "ranker_versions_loaded": await self._call(self.ranker.loaded_versions),
-                "ranker_alias": self.cfg.serve.ranker_alias, "ranker_model": self.cfg.mlflow.ranker_model_name,
+                "ranker_alias": self.cfg.serve.ranker_alias, "topology": self.cfg.serve.topology, "ranker_model": self.cfg.mlflow.ranker_model_name,
                 "argus_model": self.cfg.mlflow.argus_model_name}
 
 
@@ -325,6 +348,8 @@ def build_app(args: dict[str, Any] | None = None):
     cfg = config_from_args(args)
     resolve_bundle(cfg)  # fail the deploy early, with what to run, when nothing is registered
     c = cfg.model_dump(mode="json")
+    if cfg.serve.topology == "fused":
+        return Ingress.bind(None, None, None, c)
     return Ingress.bind(CandidateGenerator.bind(c), FeatureService.bind(c), Ranker.bind(c), c)
 
 
@@ -351,6 +376,8 @@ def serve_config(cfg: ArgusrankConfig, deployment_options: dict[str, dict] | Non
         if "autoscaling_config" in opts:
             d.pop("num_replicas", None)
         d.update(opts)
+    if cfg.serve.topology == "fused":  # only the Ingress exists
+        deps = {n: d for n, d in deps.items() if n == "Ingress"}
     app["deployments"] = list(deps.values())
     return conf
 

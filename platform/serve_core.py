@@ -64,6 +64,24 @@ class Bundle:
         return {"argus": self.argus_version, "ranker": self.ranker_version}
 
 
+def one_thread_per_request() -> None:
+    """Limit BLAS (numpy matmul) and faiss to one thread in this process.
+
+    A request's work is small (one user x N items); on a busy box extra pool threads
+    only spin and contend with the other replicas (a 2-core box measured 3 ms vs
+    8-16 ms for the same /recommend). Scale with replicas instead.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
 # --------------------------------------------------------------------------- registry
 def _client(cfg: ArgusrankConfig):
     from mlflow.tracking import MlflowClient
@@ -280,9 +298,9 @@ class ItemFeatureCache:
     """Item-level baseline features (``item_stats``) of the whole catalog, read from the Feast online
     store in bulk and held in RAM; rebuilt (then swapped whole) when a materialization lands.
 
-    Used by ``serve.features_path="cached_items"``: per request only the user row and the
-    (user, item) pair rows are read from Feast, and ``argus_dot`` is the candidate generator's
-    exact dot product over the pinned version's item vectors.
+    Used by ``serve.features_path="cached_items"``: per request only the user's row is read
+    from Feast (``user_stats`` + ``user_item_priors``), and ``argus_dot`` is the candidate
+    generator's exact dot product over the pinned version's item vectors.
     """
 
     def __init__(self, cfg: ArgusrankConfig):
@@ -313,23 +331,22 @@ class ItemFeatureCache:
 
 def raw_features_cached(cfg: ArgusrankConfig, user_id: int, item_ids: np.ndarray, dots: np.ndarray,
                         items: ItemFeatureCache) -> dict[str, np.ndarray]:
-    """Raw ranker features with item stats from RAM: Feast reads only the user row and the (user, item) rows.
+    """Raw ranker features with item stats from RAM and ONE single-row Feast read for the user:
+    ``user_stats`` and ``user_item_priors`` (the user's prior items as arrays, joined to the candidates
+    here by a vectorized search), so the cost does not grow with the number of candidates.
 
     ``dots`` (N,): ``argus_dot`` from the candidate generator (exact, pinned version).
     """
-    from argusrank.features.baseline import USER_ITEM, USER_STATS
+    from argusrank.features.baseline import USER_ITEM_PRIORS, USER_STATS, priors_for
     from argusrank.features.store import get_store
 
-    store, n = get_store(cfg), len(item_ids)
-    u = store.get_online_features(features=[f"{USER_STATS.name}:{f}" for f in USER_STATS.features],
-                                  entity_rows={"user_id": [int(user_id)]}).to_dict()
-    p = store.get_online_features(features=[f"{USER_ITEM.name}:{f}" for f in USER_ITEM.features],
-                                  entity_rows={"user_id": [int(user_id)] * n, "item_id": [int(i) for i in item_ids]}).to_dict()
+    n = len(item_ids)
+    refs = [f"{v.name}:{f}" for v in (USER_STATS, USER_ITEM_PRIORS) for f in v.features]
+    u = get_store(cfg).get_online_features(features=refs, entity_rows={"user_id": [int(user_id)]}).to_dict()
     raw = items.lookup(np.asarray(item_ids, np.int64))
     for f in USER_STATS.features:
         raw[f] = np.full(n, np.nan if u[f][0] is None else float(u[f][0]))
-    for f in USER_ITEM.features:
-        raw[f] = np.asarray([np.nan if v is None else v for v in p[f]], np.float64)
+    raw.update(priors_for({f: u[f][0] for f in USER_ITEM_PRIORS.features}, item_ids))
     raw["argus_dot"] = np.asarray(dots, np.float64)
     return raw
 
@@ -426,6 +443,7 @@ class InProcessPipeline:
     """The whole /recommend and /rank path in one process (reference and benchmark baseline)."""
 
     def __init__(self, cfg: ArgusrankConfig):
+        one_thread_per_request()
         self.cfg = cfg
         self.state = load_candidate_state(cfg)
         self.rankers = RankerCache(cfg)

@@ -62,3 +62,33 @@ def test_user_item_rows_are_valid_strictly_after_their_event(data):
     for _, row in ui.sample(20, random_state=1).iterrows():
         past = df[(df.user_id == row.user_id) & (df.item_id == row.item_id) & (df.timestamp <= row.ui_last_ts)]
         assert row.ui_count == len(past) and row.ui_likes == (past.grade == 2).sum()
+
+
+def test_user_item_priors_hold_each_users_latest_user_item_row(data):
+    from argusrank.features.baseline import USER_ITEM, priors_for, user_item_priors
+
+    tabs, df, _ = data
+    ui = tabs["user_item"].to_pandas()
+    latest = ui.sort_values("event_timestamp").groupby(["user_id", "item_id"]).last().reset_index()
+    pri = tabs["user_item_priors"].to_pandas()
+    assert sorted(pri.user_id) == sorted(df.user_id.unique())
+    for _, row in pri.iterrows():
+        want = latest[latest.user_id == row.user_id].sort_values("item_id")
+        assert list(row.prior_item_ids) == want.item_id.tolist()
+        for f in USER_ITEM.features:
+            np.testing.assert_array_equal(row[f"prior_{f}"], want[f].to_numpy())
+        assert row.event_timestamp == want.event_timestamp.max()
+    # the serving join: every catalog item, seen or not, against the slow per-pair lookup
+    row = pri.iloc[0]
+    items = np.arange(0, 30)
+    got = priors_for(row.to_dict(), items)
+    for j, it in enumerate(items):
+        hit = latest[(latest.user_id == row.user_id) & (latest.item_id == it)]
+        for f in USER_ITEM.features:
+            assert (np.isnan(got[f][j]) if hit.empty else got[f][j] == hit[f].iloc[0]), (it, f)
+    # the cap keeps the most recently touched items
+    capped = user_item_priors(tabs["user_item"], max_items=3).to_pandas()
+    for _, r in capped.iterrows():
+        mine = latest[latest.user_id == r.user_id].sort_values(["event_timestamp", "item_id"])
+        assert len(r.prior_item_ids) == min(3, len(mine))
+        assert set(r.prior_item_ids) <= set(mine.item_id) and max(r.prior_ui_last_ts) == mine.ui_last_ts.max()
