@@ -7,7 +7,9 @@ runs the encoder once per history and maps impressions to states with
 searchsorted; the reference (models/reference.py) re-runs the encoder for every
 impression on its lagged history. Reports medians over repeats of (a) scoring
 (forward, no grad) and (b) a training step (loss + backward), their speedups, and
-the largest score difference. The last stdout line is a JSON object with ``--json``.
+the largest score difference. ``--per-pair`` also times the older per-pair way
+(ARGUS.md section 3: every pair its own example, the encoder re-run for both sides).
+The last stdout line is a JSON object with ``--json``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import torch
 from argusrank.models.argus import ArgusModel
 from argusrank.models.batch import random_finetune_batch
 from argusrank.models.config import preset
-from argusrank.models.reference import reference_finetune_loss, reference_impression_scores
+from argusrank.models.reference import (reference_finetune_loss, reference_impression_scores, reference_pair_loss,
+                                        reference_pair_scores)
 
 
 def machine() -> str:
@@ -58,6 +61,8 @@ def main() -> None:
     ap.add_argument("--ref-repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: stable on a shared box)")
+    ap.add_argument("--per-pair", action="store_true",
+                    help="also time the older per-PAIR way (each pair re-runs the encoder for both sides)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads > 0:
@@ -84,6 +89,17 @@ def main() -> None:
     s_fast = median_time(lambda: train_step(model, one_pass, batch, args.lag), args.repeats)
     s_slow = median_time(lambda: train_step(model, reference_finetune_loss, batch, args.lag), args.ref_repeats)
 
+    pair = {}
+    if args.per_pair:
+        with torch.no_grad():
+            ps = reference_pair_scores(model, batch, args.lag)  # (B, P, 2)
+            t_pair = median_time(lambda: reference_pair_scores(model, batch, args.lag), args.ref_repeats)
+        live = (batch.pair_w > 0) & batch.imp_valid.gather(1, batch.pair_a) & batch.imp_valid.gather(1, batch.pair_b)
+        want = torch.stack([fast_scores.gather(1, batch.pair_a), fast_scores.gather(1, batch.pair_b)], -1)
+        s_pair = median_time(lambda: train_step(model, reference_pair_loss, batch, args.lag), args.ref_repeats)
+        pair = {"pairs": int(live.sum()), "per_pair_score_s": t_pair, "per_pair_step_s": s_pair,
+                "per_pair_score_speedup": t_pair / t_fast, "per_pair_speedup": s_pair / s_fast,
+                "per_pair_max_abs_diff": float((ps - want)[live].abs().max())}
     n_imp = int(batch.imp_valid.sum())
     res = {
         "preset": args.preset, "encoder": args.encoder, "encoder_params": model.num_parameters(),
@@ -92,7 +108,7 @@ def main() -> None:
         "score_speedup": t_slow / t_fast, "onepass_step_s": s_fast, "reference_step_s": s_slow,
         "speedup": s_slow / s_fast, "max_abs_diff": max_abs_diff,
         "max_abs_score": float(fast_scores.abs().max()), "loss_abs_diff": loss_diff,
-        "repeats": args.repeats, "machine": machine(),
+        "repeats": args.repeats, "machine": machine(), **pair,
     }
     print(f"one-pass vs impression-level fine-tuning — {machine()}")
     print(f"preset={args.preset} encoder={args.encoder} ({res['encoder_params']:,} encoder params) "
@@ -100,6 +116,10 @@ def main() -> None:
     print(f"{'path':<18}{'score (s)':>12}{'train step (s)':>16}")
     print(f"{'one-pass':<18}{t_fast:>12.4f}{s_fast:>16.4f}")
     print(f"{'impression-level':<18}{t_slow:>12.4f}{s_slow:>16.4f}")
+    if pair:
+        print(f"{'per-pair':<18}{pair['per_pair_score_s']:>12.4f}{pair['per_pair_step_s']:>16.4f}"
+              f"   ({pair['pairs']} pairs; speedup scoring {pair['per_pair_score_speedup']:.1f}x, "
+              f"training step {pair['per_pair_speedup']:.1f}x; max |score diff| {pair['per_pair_max_abs_diff']:.2e})")
     print(f"speedup: scoring {res['score_speedup']:.1f}x, training step {res['speedup']:.1f}x; "
           f"max |score diff| {max_abs_diff:.2e} (max |score| {res['max_abs_score']:.2f}), |loss diff| {loss_diff:.2e}")
     if args.json:

@@ -4,7 +4,8 @@ import torch
 
 from argusrank.models.argus import ArgusModel, last_event_index
 from argusrank.models.config import preset, sasrec_config
-from argusrank.models.reference import reference_finetune_loss, reference_impression_scores
+from argusrank.models.reference import (reference_finetune_loss, reference_impression_scores, reference_pair_loss,
+                                        reference_pair_scores)
 from argusrank.models.batch import random_finetune_batch
 
 LAG = 5000
@@ -33,6 +34,24 @@ def test_one_pass_equals_impression_level(encoder, sasrec):
     assert abs(float(fast["loss"] - slow["loss"])) < 1e-4
     assert abs(float(fast["pair_accuracy"] - slow["pair_accuracy"])) < 1e-6
     assert (fast["scores"] - wrong_lag).abs().max() > 1e-3  # the comparison can fail
+
+
+def test_one_pass_equals_per_pair_reference():
+    m = _model("simplified")
+    batch = random_finetune_batch(B=2, L=16, K=6, P=10, seed=3, lag_s=LAG)
+    with torch.no_grad():
+        fast = m.finetune_loss(batch, LAG)
+        pairs = reference_pair_scores(m, batch, LAG)  # (B, P, 2)
+        slow = reference_pair_loss(m, batch, LAG)
+    w = batch.pair_w * batch.imp_valid.gather(1, batch.pair_a) * batch.imp_valid.gather(1, batch.pair_b)
+    live = w > 0
+    assert live.sum() > 3
+    for side, idx in enumerate((batch.pair_a, batch.pair_b)):
+        want = fast["scores"].gather(1, idx)
+        assert torch.allclose(pairs[..., side][live], want[live], atol=1e-4)
+    assert pairs[~live].abs().max() == 0
+    assert abs(float(fast["loss"] - slow["loss"])) < 1e-4
+    assert abs(float(fast["pair_accuracy"] - slow["pair_accuracy"])) < 1e-6
 
 
 def test_empty_history_state_and_ties():
