@@ -34,6 +34,7 @@ class Pass:
     nip_in: torch.Tensor  # (B, L, nip_in) sees events < t and context t
     fp_in: torch.Tensor  # (B, L, fp_in) sees events < t, context t and item t
     item: torch.Tensor  # (B, L, D) item embedding of event t
+    pooled: torch.Tensor | None = None  # (B, L, D) mean of the event tokens <= t (cfg.tower_pool)
 
 
 def last_event_index(timestamp: torch.Tensor, valid: torch.Tensor, cutoff: torch.Tensor) -> torch.Tensor:
@@ -70,12 +71,17 @@ class ArgusModel(nn.Module):
         self.nip = NIPHead(cfg, D if full else 2 * D)
         self.fp = FPHead(cfg, D if full else 3 * D) if cfg.use_feedback else None
         self.towers = Towers(cfg)
+        self.pool_norm = nn.LayerNorm(D) if cfg.tower_pool else None
+        # tower_pool: weight of the encoder state next to the pooled tokens; starts at 0 so fine-tuning
+        # begins from the pooled history (which orders pairs far better) and mixes the state in as it helps
+        self.state_mix = nn.Parameter(torch.zeros(())) if cfg.tower_pool else None
         self.register_buffer("catalog", torch.zeros(0, dtype=torch.long), persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.startswith("encoder.") and name.endswith("proj.weight"):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
         nn.init.normal_(self.empty_state, std=0.02)
+        self.towers.zero_init_residual()
         if cfg.compile:
             self.encoder.compile()
 
@@ -98,21 +104,33 @@ class ArgusModel(nn.Module):
             raise ValueError(f"history length {L} > ArgusConfig.max_len={self.cfg.max_len}")
         ctx = self.context_emb(b.surface, b.is_organic, b.timestamp)  # (B, L, D)
         item = self.item_emb(b.item_id)  # (B, L, D)
-        fb = self.feedback_emb(b.played_ratio, b.liked, b.disliked)  # (B, L, D)
+        fb = self.feedback_emb(b.played_ratio, b.liked, b.disliked, item)  # (B, L, D)
         pos = torch.arange(L, device=ctx.device)
+        pooled = None
+        if self.pool_norm is not None:  # causal running mean of the event tokens (padding excluded)
+            tok = (ctx + item + fb) * b.valid.unsqueeze(-1)
+            pooled = self.pool_norm(tok.cumsum(1) / b.valid.cumsum(1).clamp(min=1).unsqueeze(-1).to(tok.dtype))
         if self.token_type is not None:  # full: [c_0, i_0, f_0, c_1, ...]
             x = torch.stack([ctx, item, fb], dim=2) + self.token_type.weight  # (B, L, 3, D)
             h = self.encoder(x.flatten(1, 2), pos.repeat_interleave(3), b.timestamp.repeat_interleave(3, dim=1))
             h = h.view(B, L, 3, -1)
-            return Pass(state=h[:, :, 2], nip_in=h[:, :, 0], fp_in=h[:, :, 1], item=item)
+            return Pass(state=h[:, :, 2], nip_in=h[:, :, 0], fp_in=h[:, :, 1], item=item, pooled=pooled)
         h = self.encoder(ctx + item + fb, pos, b.timestamp)  # (B, L, D)
         prev = torch.cat([self.empty_state.to(h.dtype).expand(B, 1, -1), h[:, :-1]], dim=1)  # state t-1
         return Pass(state=h, nip_in=torch.cat([prev, ctx.to(h.dtype)], -1),
-                    fp_in=torch.cat([prev, ctx.to(h.dtype), item.to(h.dtype)], -1), item=item)
+                    fp_in=torch.cat([prev, ctx.to(h.dtype), item.to(h.dtype)], -1), item=item, pooled=pooled)
+
+    def _user_state(self, p: Pass) -> torch.Tensor:
+        """(B, L, D) what the user tower reads: the encoder state, or with ``cfg.tower_pool`` the
+        pooled event tokens + ``state_mix`` * state."""
+        if p.pooled is None:
+            return p.state
+        return self.state_mix.to(p.state.dtype) * p.state + p.pooled.to(p.state.dtype)
 
     def encode(self, batch: SequenceBatch) -> torch.Tensor:
-        """(B, L, D) user state after each event (causal: position t sees events <= t)."""
-        return self._run(self.prepare_batch(batch)).state
+        """(B, L, D) user state after each event (causal: position t sees events <= t); the
+        user tower's input."""
+        return self._user_state(self._run(self.prepare_batch(batch)))
 
     # ---------------------------------------------------------------- pre-training
     def set_catalog(self, item_ids: torch.Tensor) -> None:
@@ -188,7 +206,7 @@ class ArgusModel(nn.Module):
         """(B, K, D) state after the last event with ts <= cutoff (B, K); the learned empty
         state if none. cutoff None: after the last valid event (K = 1)."""
         b = self.prepare_batch(history)
-        states = self._run(b).state  # (B, L, D)
+        states = self._user_state(self._run(b))  # (B, L, D)
         if cutoff is None:
             idx = (b.valid.sum(1, keepdim=True) - 1)  # (B, 1)
         else:

@@ -97,14 +97,21 @@ class FeedbackEmbedding(nn.Module):
         super().__init__()
         self.use = cfg.use_feedback
         self.proj = nn.Linear(8, cfg.d_model)
+        # feedback_gate: a per-dimension gate of the item vector by the feedback, so the token holds
+        # the product item x feedback (attention can then average "liked items minus skipped items")
+        self.gate = nn.Linear(8, cfg.d_model) if cfg.feedback_gate and cfg.use_feedback else None
         self.constant = nn.Parameter(torch.zeros(cfg.d_model))  # the "no feedback" vector (SASRec)
 
-    def forward(self, played_ratio: torch.Tensor, liked: torch.Tensor, disliked: torch.Tensor) -> torch.Tensor:
-        """(B, L) float each (NaN = unknown) -> (B, L, d_model)."""
+    def forward(self, played_ratio: torch.Tensor, liked: torch.Tensor, disliked: torch.Tensor,
+                item: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) float each (NaN = unknown) -> (B, L, d_model); ``item`` (B, L, d_model) feeds the gate."""
         if not self.use:
             return self.constant.expand(*played_ratio.shape, -1)
         sig = torch.stack([played_ratio, liked, disliked, skip_target(played_ratio)], dim=-1).float()  # (B, L, 4)
         known = ~sig.isnan()
-        x = torch.cat([sig.nan_to_num(0.0), known.float()], dim=-1)  # (B, L, 8)
-        return self.proj(x.to(self.proj.weight.dtype))
+        x = torch.cat([sig.nan_to_num(0.0), known.float()], dim=-1).to(self.proj.weight.dtype)  # (B, L, 8)
+        out = self.proj(x)
+        if self.gate is not None and item is not None:
+            out = out + item * self.gate(x)
+        return out
 

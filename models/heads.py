@@ -68,19 +68,33 @@ class Towers(nn.Module):
     Both sides are L2-normalized and multiplied by sqrt(scale), a learned scalar, so
     dot(user, item) = scale * cosine. Unnormalized towers at small init start at the
     dot-product saddle (both sides ~0, gradients ~0) and fine-tuning stalls at log 2.
+    ``cfg.tower="residual"``: each side is x + MLP(x) with the MLP's output layer at zero, so
+    fine-tuning starts from cosine(user state, item embedding); a plain 2-layer MLP on both
+    sides learns the user x item geometry far more slowly (bench/README.md, uplift section).
     """
 
     def __init__(self, cfg: ArgusConfig):
         super().__init__()
+        self.kind = cfg.tower
         self.user_mlp = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
         self.item_mlp = mlp(cfg.d_model, cfg.d_model, cfg.tower_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))
 
+    def zero_init_residual(self) -> None:
+        """tower='residual': start as the identity (the MLPs' output layers at zero)."""
+        if self.kind == "residual":
+            for m in (self.user_mlp, self.item_mlp):
+                nn.init.zeros_(m[-1].weight)
+                nn.init.zeros_(m[-1].bias)
+
     def _side(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x.float(), dim=-1) * (0.5 * self.log_scale.clamp(max=math.log(100.0))).exp()
 
+    def _tower(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x + net(x) if self.kind == "residual" else net(x)
+
     def user(self, state: torch.Tensor) -> torch.Tensor:  # (..., d_model) -> (..., tower_dim)
-        return self._side(self.user_mlp(state))
+        return self._side(self._tower(self.user_mlp, state))
 
     def item(self, e: torch.Tensor) -> torch.Tensor:  # (..., d_model) -> (..., tower_dim)
-        return self._side(self.item_mlp(e))
+        return self._side(self._tower(self.item_mlp, e))
