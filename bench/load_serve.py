@@ -197,7 +197,8 @@ def main() -> None:
             tcfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": topology})})
             opts = {"Ingress": {"num_replicas": args.fused_replicas}} if topology == "fused" else None
             url = start_serving(tcfg, blocking=False, deployment_options=opts)
-            asyncio.run(open_loop(url, "/recommend", rec, 20, 2.0, 40, args.timeout))  # warm-up
+            for path, bodies in (("/recommend", rec), ("/rank", rnk)):  # warm-up: steady state is measured
+                asyncio.run(open_loop(url, path, bodies, 50, 3.0, 150, args.timeout))
             for rate in args.rates:
                 for path, bodies in (("/recommend", rec), ("/rank", rnk)):
                     row = asyncio.run(open_loop(url, path, bodies, rate, args.duration, args.max_requests, args.timeout))

@@ -226,8 +226,12 @@ class LocalHandle:
 
     def __getattr__(self, name: str):
         fn = getattr(self._obj, name)
+        plain = getattr(getattr(type(self._obj), name), "__wrapped__", None)  # a @serve.batch method's own body
 
         async def call(*args):
+            if plain is not None and hasattr(fn, "set_max_batch_size"):  # in-process: no batch-queue hand-off
+                out = plain(self._obj, [args[0]])
+                return (await out if inspect.isawaitable(out) else out)[0]
             out = fn(*args)
             return await out if inspect.isawaitable(out) else out
 
