@@ -153,17 +153,6 @@ def serve_and_probe(cfg: ArgusrankConfig) -> str:
 
 def wait_forever(cfg: ArgusrankConfig) -> None:
     """Keep the driver (and so the local Ray cluster and Serve) alive until Ctrl-C or SIGTERM."""
-    import signal
+    from argusrank.platform.serve_app import serve_until_stopped
 
-    def _interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background (SIGINT ignored)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        from argusrank.platform.serve_app import stop_serving
-
-        stop_serving()
+    serve_until_stopped()

@@ -414,14 +414,27 @@ def start_serving(cfg: ArgusrankConfig, blocking: bool = False, *, deployment_op
     url = f"http://{cfg.serve.host}:{cfg.serve.port}"
     if blocking:
         print(f"argusrank serving on {url} (Ctrl-C stops)", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop_serving()
+        serve_until_stopped()
     return url
+
+
+def serve_until_stopped() -> None:
+    """Block until Ctrl-C or SIGTERM (also when started in the background, where SIGINT is ignored),
+    then stop Serve (and the Ray this process started)."""
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_serving()
 
 
 def _wait_running(app_name: str, timeout_s: float) -> None:
