@@ -1,7 +1,8 @@
 """Load test of the Serve app: /recommend and /rank at fixed request rates, vs the same pipeline in-process.
 
-Open-loop async HTTP client (httpx) on loopback only: requests are sent on a fixed
-schedule (``--rates``) whether or not earlier ones returned, bounded by count
+Open-loop async HTTP client (httpx, one keep-alive client) on loopback only: requests are
+sent on a fixed schedule (``--rates``) whether or not earlier ones returned (latency counted
+from each request's due time), bounded by count
 (``--max-requests``) AND time (``--duration``, plus a hard timeout per request).
 Reports p50/p95/p99 latency, achieved throughput and errors per endpoint and rate,
 then runs the same pipeline in-process (``serve_core.InProcessPipeline``: no Serve,
@@ -92,32 +93,52 @@ def _stats(lat_ms: list[float], errors: int, wall_s: float, name: str, rate: flo
             "p99_ms": float(np.percentile(a, 99))}
 
 
-async def open_loop(url: str, path: str, bodies: list[dict], rate: float, duration_s: float, max_requests: int,
-                    timeout_s: float) -> dict:
-    """Send ``bodies`` (cycled) at ``rate`` per second for at most ``duration_s`` / ``max_requests``."""
+async def open_loop(client, path: str, bodies: list[dict], rate: float, duration_s: float,
+                    max_requests: int) -> dict:
+    """Send ``bodies`` (cycled) at ``rate`` per second for at most ``duration_s`` / ``max_requests``.
+
+    A dispatcher starts each request at its due time (tasks are created as they fall due, not all
+    up front); latency counts from the due time, so client-side lag is never hidden.
+    """
     import httpx
 
     n = min(max_requests, int(rate * duration_s))
     lat, errors = [], 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
-        async def one(i: int, due: float) -> None:
-            nonlocal errors
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            t = time.perf_counter()
-            try:
-                r = await client.post(path, json=bodies[i % len(bodies)])
-                if r.status_code == 200:
-                    lat.append((time.perf_counter() - t) * 1e3)
-                else:
-                    errors += 1
-            except httpx.HTTPError:
-                errors += 1
 
-        t0 = time.perf_counter() + 0.05
-        await asyncio.gather(*(one(i, t0 + i / rate) for i in range(n)))
-        wall = time.perf_counter() - t0
-    return _stats(lat, errors, wall, path, rate)
+    async def one(i: int, due: float) -> None:
+        nonlocal errors
+        try:
+            r = await client.post(path, json=bodies[i % len(bodies)])
+            if r.status_code == 200:
+                lat.append((time.perf_counter() - due) * 1e3)
+            else:
+                errors += 1
+        except httpx.HTTPError:
+            errors += 1
+
+    t0, tasks = time.perf_counter() + 0.05, []
+    for i in range(n):
+        due = t0 + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    return _stats(lat, errors, time.perf_counter() - t0, path, rate)
+
+
+async def measure(url: str, rec: list[dict], rnk: list[dict], rates: list[float], duration_s: float,
+                  max_requests: int, timeout_s: float) -> list[dict]:
+    """Warm-up, then every (rate, endpoint) window, over ONE keep-alive client (connections reused)."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    rows = []
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        for path, bodies in (("/recommend", rec), ("/rank", rnk)):  # warm-up: steady state is measured
+            await open_loop(client, path, bodies, 50, 3.0, 150)
+        for rate in rates:
+            for path, bodies in (("/recommend", rec), ("/rank", rnk)):
+                rows.append(await open_loop(client, path, bodies, rate, duration_s, max_requests))
+    return rows
 
 
 def in_process(cfg, users: list[int], k: int, n: int, rank_items: list[list[int]]) -> list[dict]:
@@ -197,12 +218,8 @@ def main() -> None:
             tcfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": topology})})
             opts = {"Ingress": {"num_replicas": args.fused_replicas}} if topology == "fused" else None
             url = start_serving(tcfg, blocking=False, deployment_options=opts)
-            for path, bodies in (("/recommend", rec), ("/rank", rnk)):  # warm-up: steady state is measured
-                asyncio.run(open_loop(url, path, bodies, 50, 3.0, 150, args.timeout))
-            for rate in args.rates:
-                for path, bodies in (("/recommend", rec), ("/rank", rnk)):
-                    row = asyncio.run(open_loop(url, path, bodies, rate, args.duration, args.max_requests, args.timeout))
-                    rows.append({**row, "endpoint": f"{path} {topology}"})
+            for row in asyncio.run(measure(url, rec, rnk, args.rates, args.duration, args.max_requests, args.timeout)):
+                rows.append({**row, "endpoint": f"{row['endpoint']} {topology}"})
             serve.shutdown()
     finally:
         stop_serving()
