@@ -427,13 +427,15 @@ def train_loop(config: dict) -> None:
 
 # ------------------------------------------------------------------------------ driver side
 def ensure_ray(cfg: ArgusrankConfig) -> None:
-    """Start a local Ray runtime if none is running (dashboard off, capped object store)."""
+    """Start a local Ray runtime if none is running (capped object store). The dashboard runs, on
+    loopback only: Ray Train's placement-group cleaner polls the State API it serves, and without it
+    warns every few seconds ("Failed to query Ray Train Controller actor state")."""
     import ray
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        ray.init(include_dashboard=False, object_store_memory=200_000_000, log_to_driver=True,
-                 configure_logging=False)
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", object_store_memory=200_000_000,
+                 log_to_driver=True, configure_logging=False)
 
 
 def fingerprint(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, extra: dict | None = None) -> str:
