@@ -74,10 +74,9 @@ def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed:
         groups.append(np.full(len(its), g))
     model = train_ranker(pd.DataFrame(np.concatenate(xs), columns=list(ARGUS_FEATURES)), np.concatenate(grades),
                          np.concatenate(groups), n_estimators=200, max_depth=6, learning_rate=0.1, seed=seed)
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    mlflow.set_registry_uri(cfg.tracking_uri)
-    mlflow.set_experiment("bench-load-serve")
-    with mlflow.start_run():
+    from argusrank.platform.registry import start_run
+
+    with start_run(cfg, "bench-load-serve"):  # artifacts under the home, not ./mlruns
         info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name)
     client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
     client.set_model_version_tag(cfg.mlflow.ranker_model_name, info.registered_model_version, "argus_version", "1")

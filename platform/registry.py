@@ -50,9 +50,17 @@ def setup(cfg: ArgusrankConfig) -> MlflowClient:
         Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
+    client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     if not MLFLOW_RUN_ID.get() and mlflow.active_run() is None:
-        mlflow.set_experiment(cfg.mlflow.experiment)
-    return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+        name = cfg.mlflow.experiment
+        if cfg.tracking_uri.startswith("sqlite:") and client.get_experiment_by_name(name) is None:
+            # a local store keeps its artifacts beside it under the home, not in ./mlruns of the cwd
+            try:
+                client.create_experiment(name, artifact_location=(cfg.paths.home / "mlartifacts").resolve().as_uri())
+            except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+                pass
+        mlflow.set_experiment(name)
+    return client
 
 
 @contextlib.contextmanager

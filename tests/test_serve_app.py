@@ -65,10 +65,9 @@ def _train_and_register(cfg, version: int, users: np.ndarray, items: np.ndarray,
     X = pd.DataFrame(np.concatenate(xs), columns=list(ARGUS_FEATURES))
     model = train_ranker(X, np.concatenate(grades), np.concatenate(groups), n_estimators=15, max_depth=3,
                          learning_rate=0.3, seed=seed, n_jobs=1)
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    mlflow.set_registry_uri(cfg.tracking_uri)
-    mlflow.set_experiment("serve-test")
-    with mlflow.start_run():
+    from argusrank.platform.registry import start_run
+
+    with start_run(cfg, "serve-test"):  # artifacts under the home, not ./mlruns
         info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name)
     client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
     v = info.registered_model_version

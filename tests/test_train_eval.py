@@ -143,3 +143,19 @@ def test_lr_schedule_warmup_then_cosine():
     assert f(60) == pytest.approx(0.5)
     assert f(110) == pytest.approx(0.0, abs=1e-12)
     assert all(f(s) >= f(s + 1) for s in range(10, 110))
+
+
+def test_runs_keep_their_artifacts_under_the_home(tmp_path, monkeypatch):
+    """A local (SQLite) store's experiment gets its artifact root under the home, not ./mlruns of the cwd."""
+    import mlflow
+
+    from argusrank.platform import registry
+    from argusrank.platform.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(overrides={"paths.home": str(tmp_path / "home"), "mlflow.experiment": "artifact-probe"}, env={})
+    with registry.start_run(cfg, "probe"):
+        mlflow.log_text("x", "a.txt")
+        uri = mlflow.get_artifact_uri()
+    assert uri.startswith((tmp_path / "home" / "mlartifacts").resolve().as_uri())
+    assert not (tmp_path / "mlruns").exists()

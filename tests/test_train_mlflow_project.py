@@ -13,12 +13,13 @@ pytestmark = pytest.mark.ray
 PROJECT = Path(__file__).resolve().parents[1] / "mlflow_projects"
 
 
-def _mlflow_run(entry: str, params: dict[str, str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def _mlflow_run(entry: str, params: dict[str, str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", entry, "--env-manager", "local",
            "--experiment-name", "argusrank"]
     for k, v in params.items():
         cmd += ["-P", f"{k}={v}"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    # cwd: `mlflow run` creates the experiment with MLflow's default artifact root ./mlruns
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def test_mlflow_run_synth_then_pretrain(tmp_path):
@@ -33,12 +34,12 @@ def test_mlflow_run_synth_then_pretrain(tmp_path):
     for var in ("ARGUSRANK_HOME", "ARGUSRANK_CONFIG", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
         env.pop(var, None)  # set by earlier in-process MLflow use (set_experiment exports the id)
     synth = _mlflow_run("synth", {"home": str(home), "n_users": "150", "n_items": "80", "days": "15",
-                                  "sets": "data.synth.organic_per_user=10 data.synth.requests_per_user=3"}, env)
+                                  "sets": "data.synth.organic_per_user=10 data.synth.requests_per_user=3"}, env, tmp_path)
     assert synth.returncode == 0, synth.stderr[-3000:]
     assert (home / "data" / "synth" / "metadata.json").is_file()
     pre = _mlflow_run("pretrain", {"home": str(home), "epochs": "1", "preset": "tiny", "num_workers": "1",
                                    "sets": "data.max_len=32 data.test_days=3 train.batch_size=16 "
-                                           "train.show_progress=false train.warmup_steps=2"}, env)
+                                           "train.show_progress=false train.warmup_steps=2"}, env, tmp_path)
     assert pre.returncode == 0, pre.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
