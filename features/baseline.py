@@ -198,18 +198,24 @@ def user_item_priors(user_item: pa.Table, max_items: int = 5000) -> pa.Table:
     return pa.table({**cols, "event_timestamp": ts, "created": ts})
 
 
+def lookup_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (N,) of ``ids`` in ascending ``sorted_ids`` and whether each is there (N,) bool.
+
+    Positions of absent ids are valid indexes (clipped) so ``values[pos]`` never fails; mask with ``hit``.
+    """
+    ids = np.asarray(ids, np.int64)
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return pos, sorted_ids[pos] == ids
+
+
 def priors_for(priors: Mapping[str, object], item_ids: np.ndarray) -> dict[str, np.ndarray]:
     """USER_ITEM features (N,) of ``item_ids`` from one user's ``user_item_priors`` row; NaN where never seen."""
-    item_ids = np.asarray(item_ids, np.int64)
     arr = lambda k, dt: np.asarray([] if priors.get(k) is None else priors[k], dt)  # noqa: E731 (None: no row)
-    ids = arr("prior_item_ids", np.int64)
-    pos = np.minimum(np.searchsorted(ids, item_ids), max(len(ids) - 1, 0))
-    hit = ids[pos] == item_ids if len(ids) else np.zeros(len(item_ids), bool)
-    out = {}
-    for f in USER_ITEM.features:
-        vals = arr(f"prior_{f}", np.float64)
-        out[f] = np.where(hit, vals[pos], np.nan) if len(vals) else np.full(len(item_ids), np.nan)
-    return out
+    pos, hit = lookup_sorted(arr("prior_item_ids", np.int64), item_ids)
+    return {f: np.where(hit, v[pos], np.nan) if len(v := arr(f"prior_{f}", np.float64)) else np.full(len(pos), np.nan)
+            for f in USER_ITEM.features}
 
 
 def compute_baseline(events: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]:

@@ -254,8 +254,12 @@ class ArgusModel(nn.Module):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
+def pair_weights(batch: FinetuneBatch) -> torch.Tensor:
+    """(B, P) pair weights; 0 for pairs touching an invalid impression."""
+    return batch.pair_w * batch.imp_valid.gather(1, batch.pair_a) * batch.imp_valid.gather(1, batch.pair_b)
+
+
 def pair_loss_from_scores(scores: torch.Tensor, batch: FinetuneBatch) -> dict[str, torch.Tensor]:
     """Pairwise loss of (B, K) scores; pairs touching an invalid impression get weight 0."""
-    w = batch.pair_w * batch.imp_valid.gather(1, batch.pair_a) * batch.imp_valid.gather(1, batch.pair_b)
-    loss, acc = pairwise_logistic_loss(scores, batch.pair_a, batch.pair_b, w)
+    loss, acc = pairwise_logistic_loss(scores, batch.pair_a, batch.pair_b, pair_weights(batch))
     return {"loss": loss, "pair_accuracy": acc, "scores": scores}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .argus import ArgusModel, pair_loss_from_scores
+from .argus import ArgusModel, pair_loss_from_scores, pair_weights
 from .losses import pairwise_logistic_loss
 from .batch import FinetuneBatch, SequenceBatch
 
@@ -59,7 +59,7 @@ def reference_finetune_loss(model: ArgusModel, batch: FinetuneBatch, lag_s: int)
 def reference_pair_scores(model: ArgusModel, batch: FinetuneBatch, lag_s: int) -> torch.Tensor:
     """(B, P, 2) scores of (pair_a, pair_b) with the older per-PAIR way (ARGUS.md section 3): every
     weighted pair is its own example, each side re-running the encoder on its lagged history. 0 at padding."""
-    h = batch.history
+    h, w = batch.history, pair_weights(batch)
     B, P = batch.pair_a.shape
     zero = torch.zeros(2, device=h.item_id.device)
     out = []
@@ -67,7 +67,7 @@ def reference_pair_scores(model: ArgusModel, batch: FinetuneBatch, lag_s: int) -
         row = []
         for p in range(P):
             ka, kb = int(batch.pair_a[b, p]), int(batch.pair_b[b, p])
-            if not (float(batch.pair_w[b, p]) > 0 and bool(batch.imp_valid[b, ka]) and bool(batch.imp_valid[b, kb])):
+            if not float(w[b, p]) > 0:
                 row.append(zero)
                 continue
             side = [(_lagged_user_vector(model, h, b, int(batch.imp_time[b, k]) - lag_s)
@@ -83,6 +83,5 @@ def reference_pair_loss(model: ArgusModel, batch: FinetuneBatch, lag_s: int) -> 
     B, P = batch.pair_a.shape
     K = 2 * P  # lay the pair sides out as 2P pseudo-impressions: a -> 2p, b -> 2p + 1
     idx = torch.arange(P, device=s.device).expand(B, P)
-    w = batch.pair_w * batch.imp_valid.gather(1, batch.pair_a) * batch.imp_valid.gather(1, batch.pair_b)
-    loss, acc = pairwise_logistic_loss(s.reshape(B, K), 2 * idx, 2 * idx + 1, w)
+    loss, acc = pairwise_logistic_loss(s.reshape(B, K), 2 * idx, 2 * idx + 1, pair_weights(batch))
     return {"loss": loss, "pair_accuracy": acc, "pair_scores": s}

@@ -226,11 +226,11 @@ class LocalHandle:
 
     def __getattr__(self, name: str):
         fn = getattr(self._obj, name)
-        plain = getattr(getattr(type(self._obj), name), "__wrapped__", None)  # a @serve.batch method's own body
+        batched = hasattr(fn, "set_max_batch_size")  # a @serve.batch method: call its own body, no queue hand-off
 
         async def call(*args):
-            if plain is not None and hasattr(fn, "set_max_batch_size"):  # in-process: no batch-queue hand-off
-                out = plain(self._obj, [args[0]])
+            if batched:
+                out = fn.__wrapped__(self._obj, [args[0]])
                 return (await out if inspect.isawaitable(out) else out)[0]
             out = fn(*args)
             return await out if inspect.isawaitable(out) else out
@@ -331,8 +331,8 @@ class Ingress:
     async def version(self) -> dict:
         info = await self._call(self.candidates.info)
         return {**info, "ranker_versions_loaded": await self._call(self.ranker.loaded_versions),
-                "ranker_alias": self.cfg.serve.ranker_alias, "topology": self.cfg.serve.topology, "ranker_model": self.cfg.mlflow.ranker_model_name,
-                "argus_model": self.cfg.mlflow.argus_model_name}
+                "ranker_alias": self.cfg.serve.ranker_alias, "topology": self.cfg.serve.topology,
+                "ranker_model": self.cfg.mlflow.ranker_model_name, "argus_model": self.cfg.mlflow.argus_model_name}
 
 
 # ------------------------------------------------------------------------------ app builder

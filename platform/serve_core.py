@@ -170,9 +170,9 @@ def popular_items(cfg: ArgusrankConfig, catalog: np.ndarray) -> np.ndarray:
     if len(catalog) and path.is_dir() and any(path.glob("*.parquet")):
         t = ds.dataset(path, format="parquet").to_table(columns=["item_id", "event_timestamp", "item_pop_7d", "item_pop_30d"])
         t = t.filter(pc.equal(t["event_timestamp"], pc.max(t["event_timestamp"])))
-        ids = t["item_id"].to_numpy()
-        pos = np.minimum(np.searchsorted(catalog, ids), len(catalog) - 1)
-        ok = catalog[pos] == ids
+        from argusrank.features.baseline import lookup_sorted
+
+        pos, ok = lookup_sorted(catalog, t["item_id"].to_numpy())
         for j, col in enumerate(("item_pop_7d", "item_pop_30d")):
             pop[pos[ok], j] = np.nan_to_num(t[col].to_numpy(zero_copy_only=False).astype(np.float64))[ok]
     return pop
@@ -323,8 +323,9 @@ class ItemFeatureCache:
 
     def lookup(self, item_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Item features of ``item_ids`` (N,): NaN for items without stats."""
-        pos = np.minimum(np.searchsorted(self.ids, item_ids), max(len(self.ids) - 1, 0))
-        ok = (self.ids[pos] == item_ids) if len(self.ids) else np.zeros(len(item_ids), bool)
+        from argusrank.features.baseline import lookup_sorted
+
+        pos, ok = lookup_sorted(self.ids, item_ids)
         return {f: np.where(ok, v[pos], np.nan) if len(v) else np.full(len(item_ids), np.nan)
                 for f, v in self.values.items()}
 
