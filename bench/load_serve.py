@@ -92,7 +92,7 @@ def _stats(lat_ms: list[float], errors: int, wall_s: float, name: str, rate: flo
             "p99_ms": float(np.percentile(a, 99))}
 
 
-async def open_loop(client, path: str, bodies: list[dict], rate: float, duration_s: float,
+async def open_loop(clients: list, path: str, bodies: list[dict], rate: float, duration_s: float,
                     max_requests: int) -> dict:
     """Send ``bodies`` (cycled) at ``rate`` per second for at most ``duration_s`` / ``max_requests``.
 
@@ -107,7 +107,7 @@ async def open_loop(client, path: str, bodies: list[dict], rate: float, duration
     async def one(i: int, due: float) -> None:
         nonlocal errors
         try:
-            r = await client.post(path, json=bodies[i % len(bodies)])
+            r = await clients[i % len(clients)].post(path, json=bodies[i % len(bodies)])
             if r.status_code == 200:
                 lat.append((time.perf_counter() - due) * 1e3)
             else:
@@ -124,19 +124,24 @@ async def open_loop(client, path: str, bodies: list[dict], rate: float, duration
     return _stats(lat, errors, time.perf_counter() - t0, path, rate)
 
 
-async def measure(url: str, rec: list[dict], rnk: list[dict], rates: list[float], duration_s: float,
+async def measure(urls: list[str], rec: list[dict], rnk: list[dict], rates: list[float], duration_s: float,
                   max_requests: int, timeout_s: float) -> list[dict]:
-    """Warm-up, then every (rate, endpoint) window, over ONE keep-alive client (connections reused)."""
+    """Warm-up, then every (rate, endpoint) window, over ONE keep-alive client per URL (connections reused;
+    several URLs: requests go round-robin)."""
+    import contextlib
+
     import httpx
 
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     rows = []
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=timeout_s, limits=limits))
+                   for u in urls]
         for path, bodies in (("/recommend", rec), ("/rank", rnk)):  # warm-up: steady state is measured
-            await open_loop(client, path, bodies, 50, 3.0, 150)
+            await open_loop(clients, path, bodies, 50, 3.0, 150)
         for rate in rates:
             for path, bodies in (("/recommend", rec), ("/rank", rnk)):
-                rows.append(await open_loop(client, path, bodies, rate, duration_s, max_requests))
+                rows.append(await open_loop(clients, path, bodies, rate, duration_s, max_requests))
     return rows
 
 
@@ -176,6 +181,8 @@ def main() -> None:
     ap.add_argument("--topologies", nargs="+", default=["composed", "fused"], choices=["composed", "fused"],
                     help="serve.topology values to measure, one app after the other")
     ap.add_argument("--fused-replicas", type=int, default=2, help="Ingress replicas of the fused topology")
+    ap.add_argument("--ingress", default="proxy", choices=["proxy", "direct"],
+                    help="direct: send to the Ingress replica's own HTTP server (Serve direct ingress), not the proxy")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -183,7 +190,7 @@ def main() -> None:
     from ray import serve
 
     from argusrank.platform.config import load_config
-    from argusrank.platform.serve_app import start_serving, stop_serving
+    from argusrank.platform.serve_app import direct_urls, start_serving, stop_serving
 
     sets = list(args.set)
     if args.synthetic_items:
@@ -192,7 +199,8 @@ def main() -> None:
         sets = build_synthetic_home(home, args.synthetic_users, args.synthetic_items, args.dim) + sets
         print(f"synthetic serving home {home} built in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     port = 18000 + os.getpid() % 1000
-    sets += [f"serve.num_candidates={args.candidates}", "serve.host=127.0.0.1", f"serve.port={port}"]
+    sets += [f"serve.num_candidates={args.candidates}", "serve.host=127.0.0.1", f"serve.port={port}",
+             f"serve.ingress={args.ingress}", f"serve.direct_port={port + 1}"]
     cfg = load_config(args.config, sets)
     assert cfg.serve.host in ("127.0.0.1", "localhost"), "loopback only"
 
@@ -212,13 +220,17 @@ def main() -> None:
              log_to_driver=False)
     rec = [{"user_id": u, "k": args.k} for u in users]
     rnk = [{"user_id": u, "item_ids": items} for u, items in zip(users, rank_items * 4)]
+    suffix = " direct" if args.ingress == "direct" else ""
     try:
         for topology in args.topologies:
             tcfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": topology})})
             opts = {"Ingress": {"num_replicas": args.fused_replicas}} if topology == "fused" else None
-            url = start_serving(tcfg, blocking=False, deployment_options=opts)
-            for row in asyncio.run(measure(url, rec, rnk, args.rates, args.duration, args.max_requests, args.timeout)):
-                rows.append({**row, "endpoint": f"{row['endpoint']} {topology}"})
+            urls = [start_serving(tcfg, blocking=False, deployment_options=opts)]
+            if args.ingress == "direct":  # the client spreads requests over the Ingress replicas' own servers
+                urls = direct_urls(tcfg)
+            for row in asyncio.run(measure(urls, rec, rnk, args.rates, args.duration, args.max_requests,
+                                           args.timeout)):
+                rows.append({**row, "endpoint": f"{row['endpoint']} {topology}{suffix}"})
             serve.shutdown()
     finally:
         stop_serving()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: environment variables the platform reads (and nothing else does)
 ENV_CONFIG = "ARGUSRANK_CONFIG"  # path to a YAML config
@@ -160,6 +160,18 @@ class ServeConfig(_Section):
     # cluster; ~3 handle hops per request); fused: the Ingress runs the same three in-process (no hops: the
     # low-latency choice on one node; scale Ingress replicas instead). bench/README.md "Serving" compares them.
     topology: Literal["composed", "fused"] = "composed"
+    # proxy: requests enter through Serve's HTTP proxy on `port` (any topology, any number of nodes);
+    # direct: each Ingress replica ALSO answers HTTP itself on direct_port, direct_port+1, ... (Serve's direct
+    # ingress, experimental in Ray 2.60; the proxy keeps `port`): no proxy hop. With topology=fused this meets the
+    # 100 RPS / p99 <= 20 ms target on 2 cores (bench/README.md "Serve load").
+    ingress: Literal["proxy", "direct"] = "proxy"
+    direct_port: int = Field(8001, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> "ServeConfig":
+        if self.direct_port == self.port:
+            raise ValueError(f"serve.direct_port ({self.direct_port}) must differ from serve.port ({self.port})")
+        return self
 
 
 class MlflowConfig(_Section):

@@ -148,6 +148,11 @@ def serve_and_probe(cfg: ArgusrankConfig) -> str:
         f"  curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{json.dumps(body)}'\n"
         f"  curl -s {url}/version\n(Ctrl-C stops it)"
     )
+    if cfg.serve.ingress == "direct":
+        from argusrank.platform.serve_app import direct_urls
+
+        console.print(f"Ingress replicas answer directly too (serve.ingress=direct, no proxy hop): "
+                      f"{' '.join(direct_urls(cfg))}")
     return url
 
 

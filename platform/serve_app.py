@@ -382,8 +382,25 @@ def serve_config(cfg: ArgusrankConfig, deployment_options: dict[str, dict] | Non
         d.update(opts)
     if cfg.serve.topology == "fused":  # only the Ingress exists
         deps = {n: d for n, d in deps.items() if n == "Ingress"}
+    if cfg.serve.ingress == "direct":  # Serve reads these flags at import: the controller and the Ingress replicas
+        env = direct_ingress_env(cfg)
+        conf["controller_options"] = {"runtime_env": {"env_vars": env}}
+        ingress = deps.setdefault("Ingress", {"name": "Ingress"})
+        actor = ingress.setdefault("ray_actor_options", {})
+        runtime_env = actor.setdefault("runtime_env", {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
     app["deployments"] = list(deps.values())
     return conf
+
+
+def direct_ingress_env(cfg: ArgusrankConfig) -> dict[str, str]:
+    """Ray Serve flags of ``serve.ingress=direct``: each Ingress replica runs its own HTTP server on
+    ``direct_port``, ``direct_port+1``, ... (the proxy stays on ``port``); a freed port is reused at once and a
+    stopping replica drains for 2 s (Serve's defaults, 150 s and 30 s, suit a load balancer in front)."""
+    p = cfg.serve.direct_port
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(p),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(p + 63), "RAY_SERVE_PORT_QUARANTINE_S": "0",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 
 
 def start_serving(cfg: ArgusrankConfig, blocking: bool = False, *, deployment_options: dict[str, dict] | None = None,
@@ -408,14 +425,52 @@ def start_serving(cfg: ArgusrankConfig, blocking: bool = False, *, deployment_op
         ray.init(include_dashboard=False, namespace="serve", log_to_driver=False)
         _STARTED_RAY = True
     client = serve_api.serve_start(http_options=conf.http_options.model_dump(), proxy_location=conf.proxy_location,
-                                   global_logging_config=conf.logging_config)
+                                   global_logging_config=conf.logging_config,
+                                   controller_options=conf.controller_options)
     client.deploy_apps(conf, _blocking=False)
     _wait_running(cfg.serve.app_name, timeout_s)
     url = f"http://{cfg.serve.host}:{cfg.serve.port}"
+    direct = ""
+    if cfg.serve.ingress == "direct":
+        direct = f"; Ingress replicas directly (no proxy hop): {' '.join(_wait_direct(cfg, timeout_s=60.0))}"
     if blocking:
-        print(f"argusrank serving on {url} (Ctrl-C stops)", flush=True)
+        print(f"argusrank serving on {url}{direct} (Ctrl-C stops)", flush=True)
         serve_until_stopped()
     return url
+
+
+def direct_urls(cfg: ArgusrankConfig) -> list[str]:
+    """Base URLs of the Ingress replicas' own HTTP servers under ``serve.ingress=direct``, as the Serve
+    controller routes them (a replica takes the next free port from ``serve.direct_port`` on: a restarted one may
+    not get its old port back while that is in TIME_WAIT). Empty when none runs or direct ingress is off."""
+    import ray
+    from ray.serve._private.common import RequestProtocol
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    groups = ray.get(controller.get_target_groups.remote(cfg.serve.app_name))
+    ports = {t.port for g in groups if g.protocol == RequestProtocol.HTTP for t in g.targets}
+    return [f"http://{cfg.serve.host}:{p}" for p in sorted(ports - {cfg.serve.port})]
+
+
+def _wait_direct(cfg: ArgusrankConfig, timeout_s: float) -> list[str]:
+    import urllib.error
+    import urllib.request
+
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        urls = direct_urls(cfg)
+        try:
+            for url in urls:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    pass
+            if urls:
+                return urls
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"serve.ingress=direct: no Ingress replica serves HTTP itself after {timeout_s:.0f}s. Direct "
+                       "ingress is set when Serve starts: stop the running Serve instance (`serve shutdown`) first")
 
 
 def serve_until_stopped() -> None:

@@ -347,3 +347,49 @@ def test_fused_topology_serves_the_same_answers(app, pipeline):
     body = app.post("/rank", json={"user_id": int(pipeline["users"][0]), "item_ids": given}).json()
     _assert_same(_items(body), _items(pipe.rank(int(pipeline["users"][0]), given)))
     assert app.post("/recommend", json={"user_id": 1, "k": 0}).status_code == 422
+
+
+def test_direct_ingress_config_sets_serve_flags_on_controller_and_ingress_only():
+    from argusrank.platform.config import load_config
+    from argusrank.platform.serve_app import serve_config
+
+    cfg = load_config(overrides={"serve.ingress": "direct", "serve.direct_port": 18101, "serve.topology": "fused"},
+                      env={})
+    conf = serve_config(cfg, {"Ingress": {"ray_actor_options": {"runtime_env": {"env_vars": {"X": "1"}}}}})
+    env = conf["controller_options"]["runtime_env"]["env_vars"]
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1" and env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "18101"
+    (dep,) = conf["applications"][0]["deployments"]
+    assert dep["name"] == "Ingress"
+    assert dep["ray_actor_options"]["runtime_env"]["env_vars"] == {"X": "1", **env}  # merged, not replaced
+    assert "controller_options" not in serve_config(load_config(env={}))  # proxy (default): Serve as shipped
+    with pytest.raises(ValueError, match="direct_port"):
+        load_config(overrides={"serve.port": 9000, "serve.direct_port": 9000}, env={})
+
+
+def test_direct_ingress_replica_answers_like_the_pipeline_without_the_proxy(app, pipeline):
+    """serve.ingress=direct: the Ingress replica serves HTTP itself (no proxy hop); same answers, same 4xx; the
+    proxy keeps serve.port. Restarts Serve (the flags apply when Serve starts), so it runs last in this module."""
+    from ray import serve
+
+    from argusrank.platform.serve_app import direct_urls, start_serving
+    from argusrank.platform.serve_core import InProcessPipeline
+
+    cfg = pipeline["cfg"]
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={
+        "topology": "fused", "ingress": "direct", "direct_port": _free_port()})})
+    serve.shutdown()
+    start_serving(cfg, blocking=False)
+    (url,) = direct_urls(cfg)
+    assert url != f"http://{cfg.serve.host}:{cfg.serve.port}"
+    pipe = InProcessPipeline(cfg)
+    user = int(pipeline["users"][1])
+    with httpx.Client(base_url=url, timeout=30) as direct:
+        v = direct.get("/version").json()
+        assert v["topology"] == "fused" and v["model_versions"] == pipe.state.bundle.as_dict()
+        _assert_same(_items(direct.post("/recommend", json={"user_id": user, "k": 10}).json()),
+                     _items(pipe.recommend(user, 10)))
+        bad = direct.post("/recommend", json={"user_id": user, "k": 0})
+        assert bad.status_code == 422 and "k" in bad.text
+        assert direct.post("/rank", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    proxied = app.post("/recommend", json={"user_id": user, "k": 10})  # the proxy still answers on serve.port
+    _assert_same(_items(proxied.json()), _items(pipe.recommend(user, 10)))
