@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -181,8 +182,9 @@ def main() -> None:
     ap.add_argument("--topologies", nargs="+", default=["composed", "fused"], choices=["composed", "fused"],
                     help="serve.topology values to measure, one app after the other")
     ap.add_argument("--fused-replicas", type=int, default=2, help="Ingress replicas of the fused topology")
-    ap.add_argument("--ingress", default="proxy", choices=["proxy", "direct"],
-                    help="direct: send to the Ingress replica's own HTTP server (Serve direct ingress), not the proxy")
+    ap.add_argument("--ingress", nargs="+", default=["proxy"], choices=["proxy", "direct"],
+                    help="proxy: through Serve's HTTP proxy; direct: to the Ingress replicas' own HTTP servers "
+                         "(serve.ingress=direct, no proxy hop); several: each in turn")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -200,7 +202,7 @@ def main() -> None:
         print(f"synthetic serving home {home} built in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     port = 18000 + os.getpid() % 1000
     sets += [f"serve.num_candidates={args.candidates}", "serve.host=127.0.0.1", f"serve.port={port}",
-             f"serve.ingress={args.ingress}", f"serve.direct_port={port + 1}"]
+             f"serve.direct_port={port + 1}"]
     cfg = load_config(args.config, sets)
     assert cfg.serve.host in ("127.0.0.1", "localhost"), "loopback only"
 
@@ -220,18 +222,18 @@ def main() -> None:
              log_to_driver=False)
     rec = [{"user_id": u, "k": args.k} for u in users]
     rnk = [{"user_id": u, "item_ids": items} for u, items in zip(users, rank_items * 4)]
-    suffix = " direct" if args.ingress == "direct" else ""
     try:
-        for topology in args.topologies:
-            tcfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": topology})})
+        for topology, ingress in itertools.product(args.topologies, args.ingress):
+            tcfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": topology,
+                                                                                "ingress": ingress})})
             opts = {"Ingress": {"num_replicas": args.fused_replicas}} if topology == "fused" else None
             urls = [start_serving(tcfg, blocking=False, deployment_options=opts)]
-            if args.ingress == "direct":  # the client spreads requests over the Ingress replicas' own servers
+            if ingress == "direct":  # the client spreads requests over the Ingress replicas' own servers
                 urls = direct_urls(tcfg)
             for row in asyncio.run(measure(urls, rec, rnk, args.rates, args.duration, args.max_requests,
                                            args.timeout)):
-                rows.append({**row, "endpoint": f"{row['endpoint']} {topology}{suffix}"})
-            serve.shutdown()
+                rows.append({**row, "endpoint": f"{row['endpoint']} {topology} {ingress}"})
+            serve.shutdown()  # direct ingress is set when Serve starts: a fresh instance per combination
     finally:
         stop_serving()
         ray.shutdown()
