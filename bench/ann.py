@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
+from machine_info import machine  # bench/machine_info.py
 
 
 def clustered_vectors(n: int, n_queries: int, dim: int, n_clusters: int, seed: int,
@@ -42,22 +42,6 @@ def clustered_vectors(n: int, n_queries: int, dim: int, n_clusters: int, seed: i
         return np.ascontiguousarray(x, dtype=np.float32)
 
     return draw(n, norm_spread), draw(n_queries, 0.0)
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except Exception:  # torch missing: still report the CPU
-        gpu = "no GPU"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, {gpu}"
 
 
 def time_single_queries(index, queries: np.ndarray, k: int, repeats: int) -> tuple[float, float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import statistics
@@ -29,20 +28,9 @@ from argusrank.features.schema import EVENT_TYPES
 from argusrank.features.sequences import finetune_arrays, pretrain_arrays
 from argusrank.features.synth import generate
 from argusrank.platform.config import SynthConfig
+from machine_info import machine_info  # bench/machine_info.py
 
 EVENTS_PER_USER = 40 + 12 * 8  # default SynthConfig: organic + requests * slate
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "pyarrow": pa.__version__}
 
 
 def to_yambda(events: pa.Table) -> pa.Table:
@@ -117,7 +105,7 @@ def main() -> None:
     ap.add_argument("--json", nargs="?", const="-", default=None, help="write JSON to a path, or '-' to print it")
     ap.add_argument("--tmp", default=None, help="scratch folder (default: a temp dir)")
     args = ap.parse_args()
-    info = machine()
+    info = {**machine_info(), "python": platform.python_version(), "pyarrow": pa.__version__}
     print(f"machine: {info['cores']} cores, {info['cpu']}, python {info['python']}, pyarrow {info['pyarrow']}")
     results = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:

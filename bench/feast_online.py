@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,18 +25,9 @@ import pyarrow as pa
 
 from argusrank.features import baseline, store
 from argusrank.platform.config import load_config
+from machine_info import machine  # bench/machine_info.py
 
 T0 = 1_700_000_000
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except Exception:  # pragma: no cover
-        gpu = "?"
-    return f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, {gpu}"
 
 
 def pct(samples: list[float]) -> dict[str, float]:

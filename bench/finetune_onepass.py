@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
@@ -27,11 +25,7 @@ from argusrank.models.batch import random_finetune_batch
 from argusrank.models.config import preset
 from argusrank.models.reference import (reference_finetune_loss, reference_impression_scores, reference_pair_loss,
                                         reference_pair_scores)
-
-
-def machine() -> str:
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only"
-    return f"{os.cpu_count()} cores {platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}"
+from machine_info import machine  # bench/machine_info.py
 
 
 def median_time(fn, repeats: int) -> float:

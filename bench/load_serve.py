@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ann import machine  # noqa: E402  (bench/ann.py)
+from machine_info import machine  # noqa: E402  (bench/machine_info.py)
 
 
 def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed: int = 0) -> list[str]:

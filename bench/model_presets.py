@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
@@ -22,11 +20,7 @@ import torch
 from argusrank.models.argus import ArgusModel, autocast
 from argusrank.models.batch import random_sequence_batch
 from argusrank.models.config import PRESETS, preset
-
-
-def machine() -> str:
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only"
-    return f"{os.cpu_count()} cores {platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), {dev}"
+from machine_info import machine  # bench/machine_info.py
 
 
 def count(name: str) -> tuple[int, int]:

@@ -11,17 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
-import torch
-
-
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-            "load_avg_1m": os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
+from machine_info import machine_info  # bench/machine_info.py
 
 
 def main() -> None:
@@ -68,8 +61,8 @@ def main() -> None:
                         "argus_hr@10": med["argus"]["hr@10"], "sasrec_hr@10": med["sasrec"]["hr@10"],
                         "popularity_ndcg@10": pop,
                         "argus_train_s": med["argus"]["train_seconds"], "sasrec_train_s": med["sasrec"]["train_seconds"]})
-    m = machine()
-    t = Table(title=f"ML-100K: ARGUS vs SASRec (median over seeds {a.seeds}); {m['cpus']} CPUs, GPU {m['gpu']}")
+    m = machine_info()
+    t = Table(title=f"ML-100K: ARGUS vs SASRec (median over seeds {a.seeds}); {m['cores']} CPUs, GPU {m['gpu']}")
     for col in ("protocol", "negatives", "targets", "ARGUS NDCG@10", "SASRec NDCG@10", "rel. diff",
                 "ARGUS HR@10", "SASRec HR@10", "popularity NDCG@10", "train s (A/S)"):
         t.add_column(col, justify="right")
