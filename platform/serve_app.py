@@ -224,7 +224,7 @@ class LocalHandle:
     def __init__(self, deployment, cfg: dict):
         self._obj = deployment.func_or_class(cfg)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str):  # first use of a method only: the result is cached as an attribute
         fn = getattr(self._obj, name)
         batched = hasattr(fn, "set_max_batch_size")  # a @serve.batch method: call its own body, no queue hand-off
 
@@ -235,7 +235,9 @@ class LocalHandle:
             out = fn(*args)
             return await out if inspect.isawaitable(out) else out
 
-        return types.SimpleNamespace(remote=call)
+        handle = types.SimpleNamespace(remote=call)
+        setattr(self, name, handle)
+        return handle
 
 
 @serve.deployment
