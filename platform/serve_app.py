@@ -477,7 +477,8 @@ def _wait_direct(cfg: ArgusrankConfig, timeout_s: float) -> list[str]:
 
 def serve_until_stopped() -> None:
     """Block until Ctrl-C or SIGTERM (also when started in the background, where SIGINT is ignored),
-    then stop Serve (and the Ray this process started)."""
+    then stop Serve (and the Ray this process started). Further signals during the stop are ignored: a
+    second SIGTERM (``timeout`` and a supervisor both signalling) would otherwise cut the drain short."""
     import signal
 
     def _interrupt(signum, frame):
@@ -491,6 +492,9 @@ def serve_until_stopped() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("argusrank: stopping Serve...", flush=True)
         stop_serving()
 
 
