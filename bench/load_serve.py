@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -228,6 +229,10 @@ def main() -> None:
                                                                                 "ingress": ingress})})
             opts = {"Ingress": {"num_replicas": args.fused_replicas}} if topology == "fused" else None
             urls = [start_serving(tcfg, blocking=False, deployment_options=opts)]
+            # this client process also holds the in-process pipeline (Feast, MLflow, Ray): without a freeze, a full
+            # collection over those objects (~0.2 s) stalls the client mid-window and shows up as server latency
+            gc.collect()
+            gc.freeze()
             if ingress == "direct":  # the client spreads requests over the Ingress replicas' own servers
                 urls = direct_urls(tcfg)
             for row in asyncio.run(measure(urls, rec, rnk, args.rates, args.duration, args.max_requests,
