@@ -24,6 +24,10 @@ versions are never mixed and no request is dropped.
 
 Request validation: pydantic models, strict types; bad JSON -> 400, oversized
 body -> 413, invalid fields -> 422, each with a message naming the field.
+
+Ingress: through Serve's HTTP proxy on ``serve.port``; with ``serve.ingress=direct``
+each Ingress replica also serves HTTP itself (Serve's direct ingress, flags set by
+:func:`serve_config`; addresses from :func:`direct_urls`), skipping the proxy hop.
 """
 import asyncio
 import inspect
