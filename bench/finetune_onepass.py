@@ -61,6 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    mach = machine()  # before the work: its load average says how idle the box was
 
     torch.manual_seed(args.seed)
     cfg = preset(args.preset, encoder=args.encoder, max_len=max(args.history, 1))
@@ -102,9 +103,9 @@ def main() -> None:
         "score_speedup": t_slow / t_fast, "onepass_step_s": s_fast, "reference_step_s": s_slow,
         "speedup": s_slow / s_fast, "max_abs_diff": max_abs_diff,
         "max_abs_score": float(fast_scores.abs().max()), "loss_abs_diff": loss_diff,
-        "repeats": args.repeats, "machine": machine(), **pair,
+        "repeats": args.repeats, "machine": mach, **pair,
     }
-    print(f"one-pass vs impression-level fine-tuning — {machine()}")
+    print(f"one-pass vs impression-level fine-tuning — {mach}")
     print(f"preset={args.preset} encoder={args.encoder} ({res['encoder_params']:,} encoder params) "
           f"history={args.history} impressions/sample={args.impressions} batch={args.batch} ({n_imp} impressions)")
     print(f"{'path':<18}{'score (s)':>12}{'train step (s)':>16}")

@@ -188,6 +188,7 @@ def main() -> None:
                          "(serve.ingress=direct, no proxy hop); several: each in turn")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    mach = machine()  # before the work: its load average says how idle the box was
 
     import ray
     from ray import serve
@@ -250,7 +251,6 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    mach = machine()
     table = Table(title=f"Serve load: {args.candidates} candidates, k={args.k}, /rank {args.rank_items} items, "
                         f"Ray num_cpus={args.num_cpus} — {mach}")
     for col in ("endpoint", "rate rps", "requests", "errors", "thru rps", "p50 ms", "p95 ms", "p99 ms", "p50 / in-proc"):

@@ -6,7 +6,8 @@ import platform
 
 
 def machine_info() -> dict:
-    """``{cores, cpu, gpu, torch_threads, load_avg_1m}`` of this machine (torch optional)."""
+    """``{cores, cpu, gpu, torch_threads, load_avg_1m}`` of this machine (torch optional). The load average is
+    the one at the call: call it before the measured work to record how idle the machine was."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

@@ -66,10 +66,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    mach = machine()  # before the work: its load average says how idle the box was
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     rows = []
-    print(f"ARGUS presets — {machine()}; throughput: batch {args.batch} x {args.length} events, "
+    print(f"ARGUS presets — {mach}; throughput: batch {args.batch} x {args.length} events, "
           f"median of {args.steps} training steps")
     print(f"{'preset':<7}{'d_model':>8}{'layers':>7}{'encoder params':>16}{'total params':>15}{'train events/s':>16}")
     for name in args.presets.split(","):
@@ -84,7 +85,7 @@ def main() -> None:
         shown = f"{eps:>16,.0f}" if eps is not None else f"{'-':>16}  {note}"
         print(f"{name:<7}{cfg.d_model:>8}{cfg.n_layers:>7}{enc:>16,}{total:>15,}{shown}", flush=True)
     if args.json:
-        print(json.dumps({"machine": machine(), "device": device, "batch": args.batch, "length": args.length,
+        print(json.dumps({"machine": mach, "device": device, "batch": args.batch, "length": args.length,
                           "presets": rows}))
 
 
