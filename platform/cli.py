@@ -412,7 +412,8 @@ def serve_cmd(
 
     Serves the ranker behind the registry alias (serve.ranker_alias) and the vectors of the
     ARGUS version it was trained with: what the last `argusrank demo` / pipeline registered.
-    Replicas and autoscaling come from platform/serve.yaml.
+    Replicas and autoscaling come from platform/serve.yaml. Lowest latency on one node:
+    --set serve.topology=fused --set serve.ingress=direct (replicas also answer on 8001+).
     """
     cfg = _config(config, set_, **{"serve.host": host, "serve.port": port})
     from argusrank.platform.serve_core import NothingToServe, resolve_bundle
