@@ -456,7 +456,9 @@ def demo(
     if as_json:
         typer.echo(_json.dumps(summary))
     if serve:
-        pipeline.wait_forever(cfg)
+        from argusrank.platform.serve_app import serve_until_stopped
+
+        serve_until_stopped()  # the driver keeps the local Ray and Serve alive until Ctrl-C / SIGTERM
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,7 +92,7 @@ def run_pipeline(cfg: ArgusrankConfig, stages: tuple[str, ...] = STAGES) -> dict
 def uplift_table(ranker: dict[str, Any]) -> Table:
     """The deployment metric: final-ranker PairAccuracy with vs without the ARGUS feature."""
     t = Table(title="XGBoost final ranker on the held-out requests")
-    for col in ("ranker", "PairAccuracy", f"NDCG"):
+    for col in ("ranker", "PairAccuracy", "NDCG"):
         t.add_column(col)
     t.add_row("baseline features", f"{ranker['pair_accuracy_base']:.4f}", f"{ranker.get('ndcg_base', float('nan')):.4f}")
     t.add_row("+ ARGUS dot product", f"{ranker['pair_accuracy_argus']:.4f}", f"{ranker.get('ndcg_argus', float('nan')):.4f}")
@@ -155,9 +155,3 @@ def serve_and_probe(cfg: ArgusrankConfig) -> str:
                       f"{' '.join(direct_urls(cfg))}")
     return url
 
-
-def wait_forever(cfg: ArgusrankConfig) -> None:
-    """Keep the driver (and so the local Ray cluster and Serve) alive until Ctrl-C or SIGTERM."""
-    from argusrank.platform.serve_app import serve_until_stopped
-
-    serve_until_stopped()

@@ -58,15 +58,20 @@ def _cfg(cfg: dict) -> ArgusrankConfig:
     return ArgusrankConfig.model_validate(cfg)
 
 
-def _without_gc(init):
-    """Run a replica constructor with the cyclic GC off: loading Feast, MLflow, XGBoost and the index makes
-    many long-lived objects, and the full collections they trigger took ~1.8 s of a ~7.5 s start. Serve
-    collects and freezes the GC once the replica is up (RAY_SERVE_FREEZE_GC_ON_STARTUP)."""
+def _replica_init(init):
+    """Set-up shared by every replica constructor: one BLAS/faiss thread per process
+    (:func:`~argusrank.platform.serve_core.one_thread_per_request`), and the cyclic GC off while it
+    loads — Feast, MLflow, XGBoost and the index make many long-lived objects, and the full
+    collections they trigger took ~1.8 s of a ~7.5 s start. Serve collects and freezes the GC once the
+    replica is up (RAY_SERVE_FREEZE_GC_ON_STARTUP)."""
     import functools
     import gc
 
     @functools.wraps(init)
     def wrapper(*args, **kwargs):
+        from argusrank.platform.serve_core import one_thread_per_request
+
+        one_thread_per_request()
         was_enabled = gc.isenabled()
         gc.disable()
         try:
@@ -83,11 +88,10 @@ def _without_gc(init):
 class CandidateGenerator:
     """ANN candidates over the served version's item vectors (RAM) for users read from Feast."""
 
-    @_without_gc
+    @_replica_init
     def __init__(self, cfg: dict):
-        from argusrank.platform.serve_core import load_candidate_state, one_thread_per_request
+        from argusrank.platform.serve_core import load_candidate_state
 
-        one_thread_per_request()
         self.cfg = _cfg(cfg)
         self.state = load_candidate_state(self.cfg)
         self.reloads, self.last_error, self.fallbacks = 0, None, {"unknown_user": 0, "version_mismatch": 0}
@@ -141,12 +145,11 @@ class FeatureService:
     materialization lands) and reads only the user and (user, item) rows.
     """
 
-    @_without_gc
+    @_replica_init
     def __init__(self, cfg: dict):
         from argusrank.features.store import get_store
-        from argusrank.platform.serve_core import ItemFeatureCache, one_thread_per_request
+        from argusrank.platform.serve_core import ItemFeatureCache
 
-        one_thread_per_request()
         self.cfg = _cfg(cfg)
         get_store(self.cfg)  # import Feast and open the store now, not on the first request
         self.items = None
@@ -185,11 +188,10 @@ class FeatureService:
 class Ranker:
     """XGBoost final ranker: the registry alias's version preloaded, pinned versions loaded on demand."""
 
-    @_without_gc
+    @_replica_init
     def __init__(self, cfg: dict):
-        from argusrank.platform.serve_core import RankerCache, one_thread_per_request, resolve_bundle
+        from argusrank.platform.serve_core import RankerCache, resolve_bundle
 
-        one_thread_per_request()
         self.cfg = _cfg(cfg)
         self.cache = RankerCache(self.cfg)
         self.cache.get(resolve_bundle(self.cfg).ranker_version)
@@ -276,7 +278,7 @@ class Ingress:
     ``fused``: the Ingress runs the same three classes in-process (no hops; scale the Ingress).
     """
 
-    @_without_gc
+    @_replica_init
     def __init__(self, candidates: DeploymentHandle | None, features: DeploymentHandle | None,
                  ranker: DeploymentHandle | None, cfg: dict):
         self.cfg = _cfg(cfg)
