@@ -21,6 +21,8 @@ ROOTS = {  # kind -> definition name
     "ConfigMap": "io.k8s.api.core.v1.ConfigMap",
     "Secret": "io.k8s.api.core.v1.Secret",
     "PodTemplateSpec": "io.k8s.api.core.v1.PodTemplateSpec",
+    "PersistentVolumeClaim": "io.k8s.api.core.v1.PersistentVolumeClaim",
+    "NetworkPolicy": "io.k8s.api.networking.v1.NetworkPolicy",
 }
 PREFIX = "/api/_definitions.json#/$defs/"
 

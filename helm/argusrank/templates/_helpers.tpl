@@ -38,7 +38,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 
-{{/* ARGUSRANK_REDIS_URL (Feast redis connection string host:port[,password=...]). */}}
+{{/* Redis host:port (the chart's Redis) or redis.existingUrl (host:port[,password=...]);
+the Secret's redis-url (ARGUSRANK_REDIS_URL) adds the chart's Redis password. */}}
 {{- define "argusrank.redisUrl" -}}
 {{- if .Values.redis.enabled -}}
 {{ printf "%s-redis.%s.svc:%d" (include "argusrank.fullname" .) .Release.Namespace (int .Values.redis.port) }}
@@ -87,6 +88,19 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end -}}
 
+{{/* Pod securityContext: the top-level podSecurityContext with a component's merged over it:
+include "argusrank.podSecurityContext" (list . .Values.redis.podSecurityContext) */}}
+{{- define "argusrank.podSecurityContext" -}}
+{{- $ctx := index . 0 -}}
+{{- toYaml (mustMergeOverwrite (deepCopy ($ctx.Values.podSecurityContext | default dict)) (deepCopy ((index . 1) | default dict))) -}}
+{{- end -}}
+
+{{/* Container securityContext, likewise: include "argusrank.containerSecurityContext" (list . dict) */}}
+{{- define "argusrank.containerSecurityContext" -}}
+{{- $ctx := index . 0 -}}
+{{- toYaml (mustMergeOverwrite (deepCopy ($ctx.Values.containerSecurityContext | default dict)) (deepCopy ((index . 1) | default dict))) -}}
+{{- end -}}
+
 {{/* One Ray container (head or worker): include "argusrank.rayContainer" (dict "ctx" . "name" "ray-head" "resources" ... "head" true) */}}
 {{- define "argusrank.rayContainer" -}}
 {{- $ := .ctx -}}
@@ -109,6 +123,8 @@ app.kubernetes.io/component: {{ index . 1 }}
   {{- end }}
   resources:
     {{- toYaml .resources | nindent 4 }}
+  securityContext:
+    {{- include "argusrank.containerSecurityContext" (list $ dict) | nindent 4 }}
   volumeMounts:
     {{- include "argusrank.volumeMounts" $ | nindent 4 }}
 {{- end -}}
