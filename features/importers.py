@@ -22,9 +22,17 @@ report. Format mappings (also in the README):
   the wheel's ``ml-100k.inter`` read as movielens (recbole is never imported).
 
 Text rows: ``row`` in rejected/ is the 0-based physical line index in ``source``.
+Text input is UTF-8 (a leading BOM is dropped); a field with bytes that are not
+UTF-8 rejects its row (``"<field>: invalid UTF-8 bytes"``), so distinct IDs with
+bad bytes are never merged. Unreadable input (empty, truncated or non-parquet
+files, UTF-16 text, I/O errors) raises UnreadableInput (a SchemaError) naming
+the file. When nothing valid remains (NoValidEvents) a previous dataset in
+``out_dir`` is kept and the rejected rows go to ``<out_dir>.failed/``.
 """
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -35,14 +43,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from argusrank.features.io import write_dataset
+from argusrank.features.io import read_input_bytes, split_fields, text_lines, write_dataset
 from argusrank.features.schema import EVENT_TYPE_CODE, SURFACE_CODE
 from argusrank.features.validate import (
     MAX_TIMESTAMP,
     Checker,
     NoValidEvents,
     SchemaError,
+    UnreadableInput,
     require_columns,
+    unify_types,
+    utf8_bad_rows,
 )
 
 FORMATS = ("yambda", "movielens", "sasrec", "movielens-100k")
@@ -58,26 +69,17 @@ def default_cache_dir() -> Path:
 
 
 # --- text parsing (vectorized: pyarrow string kernels over all lines at once) -------------------
-def _lines(data: bytes) -> tuple[pa.Array, np.ndarray]:
-    """Non-empty lines (large_string, CR stripped) and their 0-based physical line index."""
-    text = pa.array([data.decode("utf-8", errors="replace")], pa.large_string())
-    lines = pc.list_flatten(pc.split_pattern(text, "\n"))
-    lines = pc.utf8_rtrim(lines, "\r")
-    keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
-    idx = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
-    return lines.filter(keep), idx.astype(np.int64)
-
-
-def _split_fields(lines: pa.Array, sep: str | None, names: list[str]) -> tuple[pa.Table, np.ndarray]:
-    """Split lines into len(names) string columns (+ ``line``); returns (raw, wrong_field_count mask)."""
-    trimmed = pc.utf8_trim_whitespace(lines)
-    parts = pc.split_pattern_regex(trimmed, r"\s+") if sep is None else pc.split_pattern(trimmed, sep)
-    nfields = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    wrong = nfields != len(names)
-    parts = pc.if_else(pa.array(~wrong), parts, pa.scalar(None, parts.type))
-    cols = {n: pc.utf8_trim_whitespace(pc.list_element(parts, i)) for i, n in enumerate(names)}
-    cols["line"] = pc.cast(lines, pa.string())
-    return pa.table(cols), wrong
+def _text_checker(lines, line_idx, alt, sep: str | None, names: list[str], source: str) -> tuple[Checker, pa.Table]:
+    """Checker over the split lines: wrong field counts and fields with bad bytes already failed."""
+    raw, wrong = split_fields(lines, sep, names)
+    ck = Checker(raw, source=np.full(len(line_idx), source, dtype=object), row=line_idx)
+    ck.fail(wrong, f"line: expected {len(names)} fields ({' '.join(names)}) separated by {sep or 'whitespace'!r}")
+    if alt is not None:
+        alt_raw, _ = split_fields(alt, sep, names)
+        for n in names:
+            differs = pc.fill_null(pc.not_equal(raw[n], alt_raw[n]), False).to_numpy(zero_copy_only=False)
+            ck.fail(differs, f"{n}: invalid UTF-8 bytes")
+    return ck, raw
 
 
 def _detect_sep(first: str) -> str | None:
@@ -134,6 +136,12 @@ def _events(n: int, user, item, ts, is_organic, event_type, played_ratio=None, l
     }
 
 
+def failed_dir(out_dir) -> Path:
+    """Where an import with no valid row writes its rejected rows when ``out_dir`` holds a dataset."""
+    out = Path(out_dir).resolve()
+    return out.with_name(out.name + ".failed")
+
+
 def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_order: int,
             vocab: dict | None = None, extra: dict | None = None) -> dict:
     accepted, rejected = checker.split(events)
@@ -144,29 +152,38 @@ def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_ord
         "rejected_by_reason": checker.report(), "n_out_of_order": n_out_of_order,
         **(extra or {}),
     }
-    meta = write_dataset(out_dir, accepted, rejected, report, vocab=vocab)
-    if accepted.num_rows == 0:
-        reasons = "; ".join(f"{k} ({v})" for k, v in list(report["rejected_by_reason"].items())[:5])
-        raise NoValidEvents(f"{fmt}: no valid events in {src} ({checker.n} rows rejected: {reasons})")
-    return meta
+    if accepted.num_rows:
+        meta = write_dataset(out_dir, accepted, rejected, report, vocab=vocab)
+        shutil.rmtree(failed_dir(out_dir), ignore_errors=True)  # a stale failed attempt
+        return meta
+    keep_old = (Path(out_dir) / "events").is_dir()  # never replace a dataset by an empty one
+    target = failed_dir(out_dir) if keep_old else Path(out_dir)
+    write_dataset(target, accepted, rejected, report, vocab=vocab)
+    reasons = "; ".join(f"{k} ({v})" for k, v in list(report["rejected_by_reason"].items())[:5])
+    msg = (f"{fmt}: no valid events in {src} ({checker.n} rows rejected: {reasons})" if checker.n
+           else f"{fmt}: {src} has no data rows")
+    if keep_old:
+        msg += f"; the previous dataset in {out_dir} is kept, this import's rejected rows are in {target / 'rejected'}"
+    raise NoValidEvents(msg, rejected_dir=target / "rejected")
 
 
 # --- movielens ----------------------------------------------------------------------------------
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _movielens_from_bytes(data: bytes, source: str, out_dir, fmt: str, src) -> dict:
-    lines, line_idx = _lines(data)
+    lines, line_idx, alt = text_lines(data, f"{fmt} {src}")
     if len(lines) == 0:
-        raise SchemaError(f"{fmt}: {source} is empty")
+        raise UnreadableInput(f"{fmt}: {src} is empty")
     first = lines[0].as_py()
     sep = _detect_sep(first)
-    first_field = (first.split(sep) if sep else first.split())[0].strip()
-    if not first_field.lstrip("-").replace(".", "", 1).isdigit():  # header line
-        names, _ = _header_names(first, sep, f"{fmt} {source}")
+    if not any(_NUMBER.match(f.strip()) for f in (first.split(sep) if sep else first.split())):  # header line
+        names, _ = _header_names(first, sep, f"{fmt} {src}")
         lines, line_idx = lines.slice(1), line_idx[1:]
+        alt = None if alt is None else alt.slice(1)
     else:
         names = list(_ML_ALIASES)
-    raw, wrong = _split_fields(lines, sep, names)
-    ck = Checker(raw, source=np.full(len(line_idx), source, dtype=object), row=line_idx)
-    ck.fail(wrong, f"line: expected {len(names)} fields ({' '.join(names)}) separated by {sep or 'whitespace'!r}")
+    ck, raw = _text_checker(lines, line_idx, alt, sep, names, source)
     user = ck.int_column("user_id", lo=0)
     item = ck.int_column("item_id", lo=0)
     rating = ck.float_column("rating", required=True, lo=0.0, hi=5.0)
@@ -188,9 +205,7 @@ def _movielens_from_bytes(data: bytes, source: str, out_dir, fmt: str, src) -> d
 def import_movielens(src, out_dir) -> dict:
     """MovieLens ratings file (tab, ``::`` or csv with header) -> dataset."""
     p = Path(src)
-    if not p.is_file():
-        raise FileNotFoundError(f"movielens: no such file {p}")
-    return _movielens_from_bytes(p.read_bytes(), p.name, out_dir, "movielens", src)
+    return _movielens_from_bytes(read_input_bytes(p, "movielens"), p.name, out_dir, "movielens", src)
 
 
 def fetch_ml100k(cache_dir=None) -> Path:
@@ -212,12 +227,17 @@ def import_movielens_100k(src, out_dir, cache_dir=None) -> dict:
     """ml-100k from the recbole wheel (``src``: None to download, or a wheel / .inter file)."""
     path = Path(src) if src else fetch_ml100k(cache_dir)
     if path.suffix == ".inter":
-        data, name = path.read_bytes(), path.name
+        data, name = read_input_bytes(path, "movielens-100k"), path.name
     else:
-        with zipfile.ZipFile(path) as zf:
-            if ML100K_MEMBER not in zf.namelist():
-                raise SchemaError(f"movielens-100k: {path} has no {ML100K_MEMBER}")
-            data, name = zf.read(ML100K_MEMBER), "ml-100k.inter"
+        if not path.is_file():
+            raise FileNotFoundError(f"movielens-100k: no such file {path}")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if ML100K_MEMBER not in zf.namelist():
+                    raise SchemaError(f"movielens-100k: {path} has no {ML100K_MEMBER}")
+                data, name = zf.read(ML100K_MEMBER), "ml-100k.inter"
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise UnreadableInput(f"movielens-100k: cannot read {path} as a wheel (zip): {exc}") from exc
     return _movielens_from_bytes(data, name, out_dir, "movielens-100k", path)
 
 
@@ -225,14 +245,10 @@ def import_movielens_100k(src, out_dir, cache_dir=None) -> dict:
 def import_sasrec(src, out_dir) -> dict:
     """``user item`` lines in time order -> dataset (line index = timestamp, vocab-mapped IDs)."""
     p = Path(src)
-    if not p.is_file():
-        raise FileNotFoundError(f"sasrec: no such file {p}")
-    lines, line_idx = _lines(p.read_bytes())
+    lines, line_idx, alt = text_lines(read_input_bytes(p, "sasrec"), f"sasrec {p}")
     if len(lines) == 0:
-        raise SchemaError(f"sasrec: {p} is empty")
-    raw, wrong = _split_fields(lines, None, ["user", "item"])
-    ck = Checker(raw, source=np.full(len(line_idx), p.name, dtype=object), row=line_idx)
-    ck.fail(wrong, "line: expected 2 fields (user item) separated by whitespace")
+        raise UnreadableInput(f"sasrec: {p} is empty")
+    ck, raw = _text_checker(lines, line_idx, alt, None, ["user", "item"], p.name)
     ok = pa.array(ck.ok)
     vocab, ids = {}, {}
     for name, col, start in (("users", "user", 0), ("items", "item", 1)):
@@ -254,46 +270,74 @@ def _yambda_files(src: Path) -> list[Path]:
     if src.is_file():
         return [src]
     if src.is_dir():
-        files = sorted(src.rglob("*.parquet"))
+        files = sorted(f for f in src.rglob("*.parquet") if f.is_file())
         if files:
             return files
         raise FileNotFoundError(f"yambda: no .parquet files under {src}")
     raise FileNotFoundError(f"yambda: no such file or folder {src}")
 
 
-def _yambda_raw(path: Path) -> pa.Table:
-    t = pq.read_table(path)
+def _text_column(col: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray | None]:
+    """Binary or invalid-UTF-8 string column -> valid string column (bad values null) + bad-value mask."""
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        try:
+            col.validate(full=True)
+            return col, None
+        except pa.ArrowInvalid:  # parquet readers do not check UTF-8
+            col = col.cast(pa.large_binary())
+    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+        return col, None
+    bad = utf8_bad_rows(col)
+    return pc.if_else(pa.array(bad), pa.scalar(None, col.type), col).cast(pa.string()), bad
+
+
+def _yambda_raw(path: Path) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """One file's raw YAMBDA_COLUMNS (missing optional ones null) + per-column invalid-UTF-8 masks."""
+    try:
+        t = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:  # empty, truncated, not parquet, I/O error
+        raise UnreadableInput(f"yambda: cannot read {path} as parquet: {exc}") from exc
     require_columns(t, ["uid", "item_id", "timestamp", "is_organic"], f"yambda {path.name}")
     n = t.num_rows
-    if "event_type" in t.column_names:
-        et = pc.cast(t["event_type"].cast(pa.string()) if pa.types.is_dictionary(t["event_type"].type)
-                     else t["event_type"], pa.string())
-    else:
-        kind = YAMBDA_FILES.get(path.stem)
-        if kind is None:
-            raise SchemaError(f"yambda {path.name}: no 'event_type' column and the file name is not one of "
-                              f"{sorted(YAMBDA_FILES)} or multi_event")
-        et = pa.array(np.full(n, kind, dtype=object), pa.string())
-    cols = {}
+    if "event_type" not in t.column_names and path.stem not in YAMBDA_FILES:
+        raise SchemaError(f"yambda {path.name}: no 'event_type' column and the file name is not one of "
+                          f"{sorted(YAMBDA_FILES)} or multi_event")
+    cols, bad = {}, {}
     for c in YAMBDA_COLUMNS:
-        if c == "event_type":
-            cols[c] = et
-        elif c in t.column_names:
-            col = t[c]
-            cols[c] = col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+        if c in t.column_names:
+            cols[c], mask = _text_column(t[c])
+            if mask is not None:
+                bad[c] = mask
+        elif c == "event_type":
+            cols[c] = pa.chunked_array([pa.repeat(pa.scalar(YAMBDA_FILES[path.stem]), n)], pa.string())
         else:
-            cols[c] = pa.nulls(n, pa.float64())
-    return pa.table(cols)
+            cols[c] = pa.chunked_array([pa.nulls(n, pa.float64())])
+    try:
+        cols["event_type"] = pc.cast(cols["event_type"], pa.string())
+    except pa.ArrowException as exc:
+        raise SchemaError(f"yambda {path.name}: column 'event_type' of type {cols['event_type'].type} "
+                          f"is not text ({exc})") from exc
+    return pa.table(cols), bad
 
 
 def import_yambda(src, out_dir) -> dict:
     """Yambda flat parquet file or folder of files -> dataset."""
     files = _yambda_files(Path(src))
-    raws = [_yambda_raw(f) for f in files]
-    raw = pa.concat_tables(raws, promote_options="permissive")
+    raws, bads = zip(*[_yambda_raw(f) for f in files])
+    try:
+        raws = unify_types(list(raws), YAMBDA_COLUMNS, [f.name for f in files])
+    except SchemaError as exc:
+        raise SchemaError(f"yambda {src}: {exc}") from None
+    raw = pa.concat_tables(raws)
     source = np.concatenate([np.full(r.num_rows, f.name, dtype=object) for f, r in zip(files, raws)])
     row = np.concatenate([np.arange(r.num_rows, dtype=np.int64) for r in raws])
     ck = Checker(raw, source=source, row=row)
+    for c in YAMBDA_COLUMNS:
+        if any(c in b for b in bads):
+            ck.fail(np.concatenate([b.get(c, np.zeros(r.num_rows, bool)) for b, r in zip(bads, raws)]),
+                    f"{c}: invalid UTF-8 bytes")
     user = ck.int_column("uid", lo=0)
     item = ck.int_column("item_id", lo=0)
     ts = ck.int_column("timestamp", lo=0, hi=MAX_TIMESTAMP)

@@ -9,13 +9,25 @@ Layout of a dataset directory ``DIR``::
     DIR/vocab/{users,items}.parquet      original string ID -> int ID (importers that map IDs)
     DIR/truth/truth.parquet              synth only: per impression true_affinity
     DIR/truth/*.npy                      synth only: latent factors
+
+Writes are atomic: :func:`write_dataset` builds the whole directory beside
+``DIR`` and swaps it in by a rename when complete (:func:`atomic_dir`); the
+single-file helpers :func:`atomic_write_text` / :func:`atomic_write_table` /
+:func:`atomic_file` write a temporary file and rename it over the target. A
+reader sees the previous content or the new one, never a partial write, and a
+failed write leaves the previous content as it was.
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import secrets
 import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -24,10 +36,116 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from argusrank.features.schema import EVENT_PARTITIONS, EVENT_SCHEMA, EVENT_TYPES, PARTITION_COLUMN
+from argusrank.features.validate import UnreadableInput
 
 SORT_KEYS = [("user_id", "ascending", "at_start"), ("timestamp", "ascending", "at_start"),
              ("position", "ascending", "at_start")]
 _PARTITIONING = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.int32())]), flavor="hive")
+#: the entries write_dataset owns in a dataset directory (replaced on every write; others are kept)
+DATASET_ENTRIES = frozenset({"events", "rejected", "metadata.json", "items.parquet", "vocab", "truth"})
+
+
+# --- atomic writes: write beside the target, rename into place when complete ----------------------
+def _temp_beside(path: Path, tag: str) -> Path:
+    """A fresh hidden name in path's folder that keeps path's suffix (np.save adds none)."""
+    return path.with_name(f".{path.stem}.{tag}-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; write it, and on success it is renamed over ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(path, "tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(text: str, path: str | Path, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file beside it, then rename); returns ``path``."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return Path(path)
+
+
+def atomic_write_table(table: pa.Table, path: str | Path, **write_options) -> Path:
+    """Write ``table`` as parquet to ``path`` atomically (``pq.write_table`` options pass through)."""
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp, **write_options)
+    return Path(path)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Put directory ``new`` at ``path`` (replacing an existing directory there) and remove the old one."""
+    if not os.path.lexists(path):
+        os.rename(new, path)
+        return
+    if _exchange(new, path):  # one step: a reader always sees the old or the new directory
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    old = _temp_beside(path, "old")
+    os.rename(path, old)  # fallback: two renames (``path`` is missing between them)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, keep: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    """Yield a new empty directory beside ``path``; on success it replaces ``path`` by a rename.
+
+    The previous directory at ``path`` stays readable while the caller writes and
+    is removed after the swap; on an exception the new directory is removed and
+    the previous one is left untouched. ``keep(name)``: entries of the previous
+    directory to move into the new one at the swap (when the new one has no
+    entry of that name). A symlink at ``path`` is followed (its target is replaced).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if os.path.lexists(path) and not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(path, "new")
+    tmp.mkdir()  # not tempfile.mkdtemp: that would give the dataset mode 0700
+    try:
+        yield tmp
+        moved = [e for e in (os.listdir(path) if keep is not None and path.is_dir() else [])
+                 if keep(e) and not os.path.lexists(tmp / e)]
+        try:
+            for entry in moved:
+                os.rename(path / entry, tmp / entry)
+            _swap_in(tmp, path)
+        except BaseException:
+            for entry in moved:  # put the kept entries back before the new directory goes
+                if os.path.lexists(tmp / entry) and not os.path.lexists(path / entry):
+                    os.rename(tmp / entry, path / entry)
+            raise
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sort_events(events: pa.Table) -> pa.Table:
@@ -73,41 +191,47 @@ def write_dataset(
     rejected: pa.Table | None,
     metadata: dict,
     vocab: dict[str, pa.Table] | None = None,
+    truth: dict[str, pa.Table | np.ndarray] | None = None,
 ) -> dict:
     """Write a dataset directory (see module docstring); returns the metadata written.
 
     ``events`` must hold the EVENT_SCHEMA columns; it is sorted and partitioned
-    by ``user_bucket``. Any previous content of ``out_dir`` is replaced.
-    ``vocab`` (optional) maps a name ("users", "items") to a table
-    ``(id int64, raw string)`` written to ``DIR/vocab/<name>.parquet``.
+    by ``user_bucket``. ``vocab`` (optional) maps a name ("users", "items") to a
+    table ``(id int64, raw string)`` written to ``DIR/vocab/<name>.parquet``;
+    ``truth`` (optional) maps a name to a table (``truth/<name>.parquet``) or an
+    array (``truth/<name>.npy``).
+
+    Atomic: the new dataset is written to a temporary folder beside ``out_dir``
+    and swapped in by a rename only when complete. Until then a previous dataset
+    in ``out_dir`` stays readable; if writing fails it is left untouched. The
+    layout entries of a previous dataset are replaced; other entries in
+    ``out_dir`` are kept.
     """
-    out = Path(out_dir)
-    for sub in ("events", "rejected", "vocab", "truth"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
     events = sort_events(events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA))
     meta = dict(metadata)
     meta.update(dataset_stats(events))
     meta["n_rejected"] = 0 if rejected is None else rejected.num_rows
     meta["partitions"] = {"column": PARTITION_COLUMN, "n": EVENT_PARTITIONS}
-    if events.num_rows:
-        bucket = pc.cast(pc.bit_wise_and(events["user_id"], EVENT_PARTITIONS - 1), pa.int32())
-        assert EVENT_PARTITIONS & (EVENT_PARTITIONS - 1) == 0  # power of two: AND == modulo
-        ds.write_dataset(
-            events.append_column(PARTITION_COLUMN, bucket), out / "events", format="parquet",
-            partitioning=_PARTITIONING, existing_data_behavior="delete_matching",
-            basename_template="part-{i}.parquet", preserve_order=True,
-            max_rows_per_group=1 << 20,
-        )
+    with atomic_dir(out_dir, keep=lambda name: name not in DATASET_ENTRIES) as out:
+        if events.num_rows:
+            bucket = pc.cast(pc.bit_wise_and(events["user_id"], EVENT_PARTITIONS - 1), pa.int32())
+            assert EVENT_PARTITIONS & (EVENT_PARTITIONS - 1) == 0  # power of two: AND == modulo
+            ds.write_dataset(
+                events.append_column(PARTITION_COLUMN, bucket), out / "events", format="parquet",
+                partitioning=_PARTITIONING, existing_data_behavior="error",
+                basename_template="part-{i}.parquet", preserve_order=True,
+                max_rows_per_group=1 << 20,
+            )
         pq.write_table(_items_table(events), out / "items.parquet")
-    if rejected is not None:
-        (out / "rejected").mkdir()
-        pq.write_table(rejected, out / "rejected" / "rejected.parquet")
-    if vocab:
-        (out / "vocab").mkdir()
-        for name, table in vocab.items():
-            pq.write_table(table, out / "vocab" / f"{name}.parquet")
-    (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+        for sub, tables in (("rejected", {"rejected": rejected} if rejected is not None else {}),
+                            ("vocab", vocab or {}), ("truth", truth or {})):
+            for name, value in tables.items():
+                (out / sub).mkdir(exist_ok=True)
+                if isinstance(value, np.ndarray):
+                    np.save(out / sub / f"{name}.npy", value)
+                else:
+                    pq.write_table(value, out / sub / f"{name}.parquet")
+        (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return meta
 
 
@@ -159,3 +283,52 @@ def read_vocab(dataset_dir: str | Path, name: str) -> pa.Table | None:
     """The ID vocabulary ``name`` ("users" / "items": id -> raw string), or None if the IDs were kept as is."""
     p = Path(dataset_dir) / "vocab" / f"{name}.parquet"
     return pq.read_table(p) if p.is_file() else None
+
+
+# --- reading text input (importers): vectorized over all lines at once ---------------------------
+def read_input_bytes(p: Path, fmt: str) -> bytes:
+    """The bytes of input file ``p``: FileNotFoundError if missing, UnreadableInput if unreadable."""
+    if not p.is_file():
+        raise FileNotFoundError(f"{fmt}: no such file {p}")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise UnreadableInput(f"{fmt}: cannot read {p}: {exc.strerror or exc}") from exc
+
+
+def decode_text(data: bytes, what: str) -> tuple[str, str | None]:
+    """(text, None) for valid UTF-8 (BOM dropped); else (text with bad bytes as ``\\xNN``, text with U+FFFD)."""
+    if data[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UnreadableInput(f"{what}: UTF-16/32 text (byte-order mark {data[:2].hex()}); expected UTF-8")
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:  # the two decodings differ exactly where the bytes are bad
+        return data.decode("utf-8", errors="backslashreplace"), data.decode("utf-8", errors="replace")
+
+
+def _split_lines(text: str) -> pa.Array:
+    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+    return pc.utf8_rtrim(lines, "\r")
+
+
+def text_lines(data: bytes, what: str) -> tuple[pa.Array, np.ndarray, pa.Array | None]:
+    """Non-empty lines (CR stripped), their 0-based physical line index, and the same lines
+    decoded with U+FFFD replacement where the input has bytes that are not UTF-8 (else None)."""
+    text, alt = decode_text(data, what)
+    lines = _split_lines(text)
+    keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
+    idx = np.flatnonzero(keep.to_numpy(zero_copy_only=False)).astype(np.int64)
+    return lines.filter(keep), idx, None if alt is None else _split_lines(alt).filter(keep)
+
+
+def split_fields(lines: pa.Array, sep: str | None, names: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """Split lines into len(names) string columns (+ ``line``); returns (raw, wrong_field_count mask)."""
+    trimmed = pc.utf8_trim_whitespace(lines)
+    parts = pc.split_pattern_regex(trimmed, r"\s+") if sep is None else pc.split_pattern(trimmed, sep)
+    nfields = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    wrong = nfields != len(names)
+    parts = pc.if_else(pa.array(~wrong), parts, pa.scalar(None, parts.type))
+    cols = {n: pc.utf8_trim_whitespace(pc.list_element(parts, i)) for i, n in enumerate(names)}
+    cols["line"] = pc.cast(lines, pa.string())
+    return pa.table(cols), wrong

@@ -19,7 +19,8 @@ from argusrank.features.schema import EVENT_SCHEMA
 
 #: largest plausible timestamp in seconds (2100-01-01); larger values are usually milliseconds
 MAX_TIMESTAMP = 4_102_444_800
-_INT_RE = r"^-?\d{1,18}(\.0*)?$"
+_INT_RE = r"^-?\d+(\.0*)?$"  # integer syntax; the int64 range is checked separately
+_INT64_MAX = "9223372036854775807"
 _FLOAT_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _TRUE = ("1", "true", "t", "yes", "y")
 _FALSE = ("0", "false", "f", "no", "n")
@@ -29,8 +30,16 @@ class SchemaError(ValueError):
     """The input cannot be imported at all (a required column is missing or unusable)."""
 
 
+class UnreadableInput(SchemaError):
+    """An input file cannot be read at all (empty, truncated, not the expected format, I/O error)."""
+
+
 class NoValidEvents(ValueError):
-    """Every input row was rejected."""
+    """Every input row was rejected. ``rejected_dir``: where the rejected rows were written (if any)."""
+
+    def __init__(self, message: str, rejected_dir=None):
+        super().__init__(message)
+        self.rejected_dir = rejected_dir
 
 
 def require_columns(table: pa.Table, required: list[str], what: str) -> None:
@@ -89,6 +98,15 @@ class Checker:
             null |= _np(pc.equal(pc.utf8_length(arr), 0), True, bool)
             good = _np(pc.match_substring_regex(arr, regex), False, bool)
             self.fail(~null & ~good, f"{name}: not {what}")
+            if pa.types.is_integer(target):  # past int64? only texts over 18 characters can be
+                long = np.flatnonzero(good & (_np(pc.utf8_length(arr), 0, np.int64) > 18))
+                if long.size:  # digits without sign, leading zeros and ".0"
+                    digits = pc.replace_substring_regex(arr.take(long), r"^-?0*|\.0*$", "")
+                    width = _np(pc.utf8_length(digits), 0, np.int64)
+                    big = np.zeros(self.n, dtype=bool)
+                    big[long] = (width > 19) | ((width == 19) & _np(pc.greater(digits, _INT64_MAX), False, bool))
+                    self.fail(big, f"{name}: out of int64 range")
+                    good &= ~big
             clean = pc.if_else(pa.array(good), arr, pa.scalar(None, arr.type))
             if pa.types.is_integer(target):
                 clean = pc.replace_substring_regex(clean, r"\.0*$", "")  # "12.0" -> "12"
@@ -101,14 +119,19 @@ class Checker:
     def int_column(self, name: str, required: bool = True, lo: int | None = None, hi: int | None = None) -> Column:
         """Parse an integer column; fail on nulls (if required), non-integers and out-of-range values."""
         arr, null = self._parse(name, _INT_RE, pa.int64(), "an integer")
-        if pa.types.is_integer(arr.type):
-            vals = _np(arr, 0, np.int64)
+        if pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
             nonint = np.zeros(self.n, dtype=bool)
-        else:  # floats (from text or float input columns): must be integral and finite
+            if arr.type == pa.uint64():  # values past int64 would wrap around
+                nonint = ~null & _np(pc.greater(arr, pa.scalar(2**63 - 1, pa.uint64())), False, bool)
+                self.fail(nonint, f"{name}: out of int64 range")
+                arr = pc.if_else(pa.array(nonint), pa.scalar(None, arr.type), arr)
+            vals = _np(pc.cast(arr, pa.int64()), 0, np.int64)
+        else:  # floats (from text or float input columns): must be integral, finite and within int64
             f = _np(arr, 0.0, np.float64)
-            nonint = ~np.isfinite(f) | (np.floor(f) != f) | (np.abs(f) > 2.0**62)
-            nonint &= ~null
-            self.fail(nonint, f"{name}: not an integer")
+            frac = ~null & (~np.isfinite(f) | (np.floor(f) != f))
+            self.fail(frac, f"{name}: not an integer")
+            nonint = frac | (~null & (np.abs(f) >= 2.0**63))
+            self.fail(nonint, f"{name}: out of int64 range")
             vals = np.where(nonint, 0, f).astype(np.int64)
         null = null | nonint
         self._check_present_and_range(name, vals, null, required, lo, hi)
@@ -204,7 +227,7 @@ class Checker:
     def rejected(self) -> pa.Table:
         """Rejected rows: raw values as strings + source + row + reason."""
         bad = pa.array(~self.ok)
-        cols = {name: pc.cast(self.raw[name], pa.string()).filter(bad) for name in self.raw.column_names}
+        cols = {name: as_text(self.raw[name]).filter(bad) for name in self.raw.column_names}
         cols["source"] = pa.array(self.source[~self.ok], pa.string())
         cols["row"] = pa.array(self.row[~self.ok], pa.int64())
         cols["reason"] = pa.array(self.reasons()[~self.ok], pa.string())
@@ -216,6 +239,87 @@ class Checker:
             return {}
         counts = np.bincount(self.code[self.code >= 0], minlength=len(self.messages))
         return {m: int(c) for m, c in zip(self.messages, counts) if c}
+
+
+def as_text(arr: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """``arr`` cast to string; all null where it has no text form (nested types, invalid UTF-8)."""
+    try:
+        return pc.cast(arr, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return pa.nulls(len(arr), pa.string())
+
+
+def utf8_bad_rows(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Boolean mask of the values of a binary/string array that are not valid UTF-8 (vectorized)."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
+    n = len(arr)
+    offs = np.frombuffer(arr.buffers()[1], np.int64, n + 1, arr.offset * 8)
+    data = arr.buffers()[2]
+    b = np.frombuffer(data, np.uint8)[offs[0]:offs[-1]] if data is not None else np.zeros(0, np.uint8)
+    offs = offs - offs[0]
+    p = np.flatnonzero(b >= 0x80)  # only non-ASCII bytes can be wrong
+    if not p.size:
+        return np.zeros(n, dtype=bool)
+    v = b[p]
+    need = np.select([v <= 0xBF, v <= 0xC1, v <= 0xDF, v <= 0xEF, v <= 0xF4], [0, -1, 1, 2, 3], -1).astype(np.int8)
+    lead = need > 0
+    q, k, qv = p[lead], need[lead], v[lead]
+    short = q + k >= offs[np.searchsorted(offs, q, side="right")]  # runs past the end of its value
+    second = b[np.minimum(q + 1, b.size - 1)]
+    lo = np.select([qv == 0xE0, qv == 0xF0], [0xA0, 0x90], 0x80)  # overlong forms
+    hi = np.select([qv == 0xED, qv == 0xF4], [0x9F, 0x8F], 0xBF)  # surrogates, past U+10FFFF
+    bad_lead = short | (second < lo) | (second > hi)
+    covered = np.zeros(b.size, dtype=bool)
+    for j in (1, 2, 3):
+        sel = ~short & (k >= j)
+        at = q[sel] + j
+        bad_lead[sel] |= (b[at] < 0x80) | (b[at] > 0xBF)
+        covered[at] = True
+    bad = np.concatenate([p[need < 0], q[bad_lead], p[(need == 0) & ~covered[p]]])
+    rows = np.zeros(n, dtype=bool)
+    rows[np.searchsorted(offs, bad, side="right") - 1] = True
+    return rows
+
+
+def unify_types(tables: list[pa.Table], names: list[str], what: list[str]) -> list[pa.Table]:
+    """Give each column one type across ``tables`` (per-file reads) when that is lossless.
+
+    Integer/boolean mixes become int64 (string if a uint64 value does not fit),
+    integer/float mixes float64 (string past 2**53), anything with text becomes
+    string (the Checker parses text); any other mix raises SchemaError naming
+    the column and the files (``what``: one label per table).
+    """
+    out = list(tables)
+    for c in names:
+        types = {t[c].type for t in tables if t[c].null_count < t.num_rows}  # all-null columns fit anything
+        if len(types) <= 1:
+            target = types.pop() if types else tables[0][c].type
+        elif all(pa.types.is_integer(t) or pa.types.is_boolean(t) for t in types):
+            fits = all(t[c].type != pa.uint64() or (pc.max(t[c]).as_py() or 0) < 2**63 for t in tables)
+            target = pa.int64() if fits else pa.string()
+        elif all(pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t) for t in types):
+            exact = all(not pa.types.is_integer(t[c].type) or t.num_rows == 0
+                        or max(abs(v.as_py() or 0) for v in pc.min_max(t[c]).values()) <= 2**53 for t in tables)
+            target = pa.float64() if exact else pa.string()
+        elif all(_is_stringy(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t)
+                 for t in types):
+            target = pa.string()
+        else:
+            found = ", ".join(f"{w}: {t[c].type}" for w, t in zip(what, tables))
+            raise SchemaError(f"column {c!r} has incompatible types across files ({found})")
+        out = [t.set_column(t.column_names.index(c), c, _cast_to(t[c], target)) for t in out]
+    return out
+
+
+def _cast_to(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    if col.type == target:
+        return col
+    if col.null_count == len(col):
+        return pa.chunked_array([pa.nulls(len(col), target)])
+    if target == pa.string() and pa.types.is_boolean(col.type):
+        return pc.cast(pc.cast(col, pa.int8()), target)  # "1"/"0": valid for both int and bool columns
+    return pc.cast(col, target)
 
 
 def concat_rejected(tables: list[pa.Table]) -> pa.Table:

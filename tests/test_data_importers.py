@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from argusrank.features.importers import ML100K_MEMBER, RECBOLE_WHEEL, fetch_ml100k, import_dataset
-from argusrank.features.io import read_events, read_metadata, read_vocab
+import argusrank.features.io as io_mod
+from argusrank.features.importers import ML100K_MEMBER, RECBOLE_WHEEL, failed_dir, fetch_ml100k, import_dataset
+from argusrank.features.io import (atomic_dir, atomic_file, atomic_write_table, atomic_write_text, read_events,
+                                   read_metadata, read_vocab, write_dataset)
 from argusrank.features.schema import EVENT_SCHEMA, EVENT_TYPE_CODE
 from argusrank.features.validate import NoValidEvents, SchemaError
 from argusrank.platform.cli import app
@@ -229,3 +231,120 @@ def test_cli_synth(tmp_path):
     m = read_metadata(tmp_path / "s")
     assert m["n_users"] == 40 and m["seed"] == 3
     assert np.all(np.diff(read_events(tmp_path / "s", columns=["user_id"])["user_id"].to_numpy()) >= 0)
+
+
+# --- atomic writes (issue #14): a rerun never loses the previous dataset -----------------------
+def _good_then(tmp_path):
+    good = tmp_path / "good.tsv"
+    good.write_text("1\t2\t4\t1\n1\t3\t5\t2\n9\t3\t1\t3\n")
+    out = tmp_path / "ds"
+    import_dataset("movielens", good, out)
+    return out, read_events(out), read_metadata(out)
+
+
+def test_rerun_with_no_valid_row_keeps_previous_dataset(tmp_path):
+    out, before, meta = _good_then(tmp_path)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\tx\t4\t1\n2\t3\t4\n")
+    with pytest.raises(NoValidEvents, match="previous dataset .* is kept") as info:
+        import_dataset("movielens", bad, out)
+    assert read_events(out).equals(before) and read_metadata(out) == meta
+    assert info.value.rejected_dir == failed_dir(out) / "rejected"
+    assert pq.read_table(info.value.rejected_dir).num_rows == 2  # this import's rejected rows, beside it
+    res = CliRunner().invoke(app, ["data", "import", "--format", "movielens", str(bad), "--out", str(out)])
+    assert res.exit_code == 1 and read_events(out).equals(before)
+    import_dataset("movielens", tmp_path / "good.tsv", out)
+    assert not failed_dir(out).exists()  # a later good import clears the stale failure
+
+
+def test_failed_write_leaves_previous_dataset_and_no_temp(tmp_path, monkeypatch):
+    out, before, meta = _good_then(tmp_path)
+    other = tmp_path / "other.tsv"
+    other.write_text("5\t6\t4\t1\n")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(io_mod.pq, "write_table", boom)
+    with pytest.raises(OSError, match="disk full"):
+        import_dataset("movielens", other, out)
+    monkeypatch.undo()
+    assert read_events(out).equals(before) and read_metadata(out) == meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "good.tsv", "other.tsv"]
+
+
+def test_previous_dataset_readable_until_swap(tmp_path, monkeypatch):
+    out, before, meta = _good_then(tmp_path)
+    seen = []
+    real = io_mod.pq.write_table
+
+    def check_then_write(*a, **k):  # called in the middle of writing the new dataset
+        seen.append(read_events(out).equals(before) and read_metadata(out) == meta)
+        return real(*a, **k)
+    monkeypatch.setattr(io_mod.pq, "write_table", check_then_write)
+    other = tmp_path / "other.tsv"
+    other.write_text("5\t6\t4\t1\n")
+    import_dataset("movielens", other, out)
+    assert seen and all(seen)
+    assert read_events(out)["user_id"].to_pylist() == [5]
+
+
+def test_rerun_replaces_layout_entries_keeps_others(tmp_path):
+    seq = tmp_path / "seq.txt"
+    seq.write_text("u1 a\nu2 b\n")
+    out = tmp_path / "ds"
+    import_dataset("sasrec", seq, out)
+    (out / "notes.txt").write_text("mine")
+    mode = out.stat().st_mode
+    out2, _, _ = _good_then(tmp_path)
+    assert out2 == out and read_vocab(out, "users") is None  # the sasrec vocab is gone
+    assert (out / "notes.txt").read_text() == "mine" and out.stat().st_mode == mode
+    assert read_metadata(out)["format"] == "movielens"
+
+
+def test_write_dataset_truth_entries(tmp_path):
+    ev = pa.table({f.name: pa.array([True] if f.type == pa.bool_() else [1], f.type) for f in EVENT_SCHEMA})
+    write_dataset(tmp_path / "s", ev, None, {"format": "x"},
+                  truth={"truth": pa.table({"a": [1]}), "item_bias": np.arange(3.0)})
+    assert pq.read_table(tmp_path / "s" / "truth" / "truth.parquet").num_rows == 1
+    assert np.load(tmp_path / "s" / "truth" / "item_bias.npy").tolist() == [0.0, 1.0, 2.0]
+
+
+def test_atomic_file_helpers(tmp_path):
+    p = tmp_path / "sub" / "report.txt"
+    assert atomic_write_text("one", p) == p and p.read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with atomic_file(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert p.read_text() == "one" and [x.name for x in p.parent.iterdir()] == ["report.txt"]
+    atomic_write_table(pa.table({"x": [1, 2]}), tmp_path / "t.parquet")
+    assert pq.read_table(tmp_path / "t.parquet")["x"].to_pylist() == [1, 2]
+    with atomic_file(tmp_path / "v.npy") as tmp:
+        np.save(tmp, np.ones(2))  # the temp name keeps the suffix: np.save adds none
+    assert np.load(tmp_path / "v.npy").tolist() == [1.0, 1.0] and len(list(tmp_path.iterdir())) == 3
+
+
+def test_atomic_dir(tmp_path):
+    d = tmp_path / "vectors"
+    with atomic_dir(d) as tmp:
+        (tmp / "a").write_text("1")
+        assert not d.exists()
+    assert (d / "a").read_text() == "1"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert d.stat().st_mode == plain.stat().st_mode  # not mkdtemp's 0700
+    with pytest.raises(ValueError):
+        with atomic_dir(d) as tmp:
+            (tmp / "b").write_text("2")
+            assert (d / "a").read_text() == "1"  # readable while the new one is written
+            raise ValueError("stop")
+    assert sorted(x.name for x in d.iterdir()) == ["a"]
+    with atomic_dir(d, keep=lambda name: name == "keep.txt") as tmp:
+        (d / "keep.txt").write_text("k")
+        (tmp / "b").write_text("2")
+    assert sorted(x.name for x in d.iterdir()) == ["b", "keep.txt"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["plain", "vectors"]
+    (tmp_path / "f").write_text("")
+    with pytest.raises(NotADirectoryError):
+        with atomic_dir(tmp_path / "f"):
+            pass
