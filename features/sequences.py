@@ -215,10 +215,38 @@ def finetune_arrays(hist: Histories, lag_s: int, max_history: int, min_history: 
     return out
 
 
-def iterate_batches(arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool, seed: int) -> Iterator[dict]:
-    """Yield dicts of row slices (the last batch may be smaller); same seed -> same order."""
+def trim_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cut the (N, L) sequence columns of a right-padded batch to its longest sequence (>= 1)."""
+    valid = batch.get("valid")
+    if valid is None or valid.ndim != 2:
+        return batch
+    L = valid.shape[1]
+    width = max(int(valid.sum(1).max(initial=0)), 1)
+    if width == L:
+        return batch
+    return {k: (v[:, :width] if k in SEQ_KEYS or k == "grade" else v) if v.ndim == 2 and v.shape[1] == L else v
+            for k, v in batch.items()}
+
+
+def iterate_batches(arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool, seed: int,
+                    trim: bool = False, bucket: int = 0) -> Iterator[dict]:
+    """Yield dicts of row slices (the last batch may be smaller); same seed -> same order.
+
+    ``trim``: sequence columns cut to each batch's longest sequence (no compute on padding).
+    ``bucket`` > 1 (with ``shuffle``): rows are sorted by length within pools of ``bucket``
+    batches and the batches of all pools are shuffled, so a batch holds similar lengths.
+    """
     n = len(next(iter(arrays.values())))
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    for s in range(0, n, batch_size):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    starts = np.arange(0, n, batch_size)
+    if shuffle and bucket > 1 and "valid" in arrays:
+        lengths = arrays["valid"].sum(1)
+        pool = batch_size * bucket
+        order = np.concatenate([order[s:s + pool][np.argsort(-lengths[order[s:s + pool]], kind="stable")]
+                                for s in range(0, n, pool)]) if n else order
+        starts = rng.permutation(starts)
+    for s in starts:
         sel = order[s:s + batch_size]
-        yield {k: v[sel] for k, v in arrays.items()}
+        batch = {k: v[sel] for k, v in arrays.items()}
+        yield trim_batch(batch) if trim else batch

@@ -21,7 +21,10 @@ from .config import FEEDBACK_TARGETS, ArgusConfig
 from .embeddings import ContextEmbedding, FeedbackEmbedding, HashedItemEmbedding, skip_target
 from .encoders import build_encoder
 from .heads import FPHead, NIPHead, Towers
-from .losses import fp_losses, inbatch_log_q, pairwise_logistic_loss, sampled_softmax_loss, uniform_log_q
+from .losses import (
+    corrected_sampled_softmax_loss, fp_losses, inbatch_log_q, mixture_log_q, pairwise_logistic_loss,
+    sampled_softmax_loss, uniform_log_q,
+)
 
 _INT64_MAX = torch.iinfo(torch.int64).max
 
@@ -133,6 +136,10 @@ class ArgusModel(nn.Module):
         return self._user_state(self._run(self.prepare_batch(batch)))
 
     # ---------------------------------------------------------------- pre-training
+    def set_vocab(self, item_ids: torch.Tensor) -> None:
+        """The catalog of the item table (``item_table="catalog"``); a no-op for hashed tables."""
+        self.item_emb.set_vocab(item_ids)
+
     def set_catalog(self, item_ids: torch.Tensor) -> None:
         """Draw uniform negatives from these IDs (else from [1, cfg.item_id_max])."""
         self.catalog = torch.unique(item_ids.long()).to(self.empty_state.device)
@@ -174,8 +181,15 @@ class ArgusModel(nn.Module):
             u_ids, u_log_q = self._uniform_negatives(q.device)
             neg_e = torch.cat([neg_e, self.nip.item(self.item_emb(u_ids))])
             neg_ids, neg_log_q = torch.cat([neg_ids, u_ids]), torch.cat([neg_log_q, u_log_q])
-        out = {"nip": sampled_softmax_loss(q, pos_e, pos_ids, pos_log_q, neg_e, neg_ids, neg_log_q,
-                                           self.temperature())}
+        if cfg.logq == "corrected":
+            n_cat = self.catalog.numel() or cfg.item_id_max
+            neg_log_q = mixture_log_q(pos_ids, neg_ids, S, cfg.n_uniform_negatives, n_cat)
+            nip = corrected_sampled_softmax_loss(q, pos_e, pos_ids, neg_e, neg_ids, neg_log_q, self.temperature())
+        else:
+            if cfg.logq == "none":
+                pos_log_q, neg_log_q = torch.zeros_like(pos_log_q), torch.zeros_like(neg_log_q)
+            nip = sampled_softmax_loss(q, pos_e, pos_ids, pos_log_q, neg_e, neg_ids, neg_log_q, self.temperature())
+        out = {"nip": nip}
         total = cfg.nip_weight * out["nip"]
         if self.fp is not None:
             targets = {"played_ratio": batch.played_ratio, "liked": batch.liked, "disliked": batch.disliked,

@@ -33,6 +33,8 @@ class ArgusConfig:
     hash_buckets: int = 1 << 16  # rows of the one shared table
     item_dim: int = 64  # table width (projected to d_model when different)
     hash_combine: str = "sum"  # "sum" | "concat" (concat of k lookups, then a linear projection)
+    item_table: str = "hashed"  # "hashed" | "catalog" (one row per item of a small catalog, models/vocab.py)
+    n_items: int = 0  # rows of the catalog table (item_table="catalog"), row 0 for unknown IDs
     content_dim: int = 0  # optional item content features hook (0 = off)
     # --- what an event token carries -----------------------------------------
     use_context: bool = True  # False: context replaced by a learned constant (SASRec)
@@ -45,6 +47,7 @@ class ArgusConfig:
     n_inbatch_negatives: int = 1024  # in-batch candidates shared by all queries (subsampled above this)
     n_uniform_negatives: int = 128
     item_id_max: int = 1 << 20  # uniform negatives drawn from [1, item_id_max] unless a catalog is set
+    logq: str = "standard"  # "standard" (positive and negatives corrected) | "corrected" (RecSys 2025) | "none"
     temperature_init: float = 0.05
     temperature_min: float = 0.01
     temperature_max: float = 100.0
@@ -71,6 +74,9 @@ class ArgusConfig:
         check(self.tower != "residual" or self.tower_dim == self.d_model, "tower_dim",
               f"must equal d_model={self.d_model} for tower='residual'")
         check(self.hash_combine in ("sum", "concat"), "hash_combine", "must be 'sum' or 'concat'")
+        check(self.item_table in ("hashed", "catalog"), "item_table", "must be 'hashed' or 'catalog'")
+        check(self.item_table == "hashed" or self.n_items > 0, "n_items", "must be > 0 for item_table='catalog'")
+        check(self.logq in ("standard", "corrected", "none"), "logq", "must be 'standard', 'corrected' or 'none'")
         check(self.played_ratio_loss in ("bce", "mse"), "played_ratio_loss", "must be 'bce' or 'mse'")
         check(self.d_model % self.n_heads == 0, "d_model", f"must be divisible by n_heads={self.n_heads}")
         check(self.positions != "rotary" or (self.d_model // self.n_heads) % 2 == 0, "positions",

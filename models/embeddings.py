@@ -13,6 +13,7 @@ import torch.nn as nn
 from argusrank.features.schema import SKIP_THRESHOLD
 
 from .config import ArgusConfig
+from .vocab import ItemVocab
 
 _PRIME = (1 << 31) - 1  # Mersenne prime; keeps every product below 2^62 (no int64 overflow)
 #: fixed (a, b) pairs of the universal hashes h_k(x) = ((a_k x + b_k) mod p) mod buckets.
@@ -34,21 +35,32 @@ def hash_item_ids(ids: torch.Tensor, n_hashes: int, buckets: int) -> torch.Tenso
 
 
 class HashedItemEmbedding(nn.Module):
-    """Unified embeddings: k hashes of the ID into one table, summed or concatenated + projected."""
+    """Unified embeddings: k hashes of the ID into one table, summed or concatenated + projected;
+    with ``item_table="catalog"`` one row per catalog item instead (``set_vocab``)."""
 
     def __init__(self, cfg: ArgusConfig):
         super().__init__()
         self.n_hashes, self.buckets = cfg.n_hashes, cfg.hash_buckets
-        self.table = nn.Embedding(cfg.hash_buckets, cfg.item_dim)
-        in_dim = cfg.item_dim * (cfg.n_hashes if cfg.hash_combine == "concat" else 1)
+        self.vocab = ItemVocab() if cfg.item_table == "catalog" else None
+        self.table = nn.Embedding(cfg.n_items + 1 if self.vocab is not None else cfg.hash_buckets, cfg.item_dim)
+        in_dim = cfg.item_dim * (cfg.n_hashes if cfg.hash_combine == "concat" and self.vocab is None else 1)
         self.combine = cfg.hash_combine
         self.proj = nn.Linear(in_dim, cfg.d_model, bias=False) if in_dim != cfg.d_model else nn.Identity()
         self.content = nn.Linear(cfg.content_dim, cfg.d_model, bias=False) if cfg.content_dim else None
 
+    def set_vocab(self, item_ids: torch.Tensor) -> None:
+        if self.vocab is not None:
+            if torch.unique(torch.as_tensor(item_ids)).numel() > self.table.num_embeddings - 1:
+                raise ValueError(f"catalog larger than ArgusConfig.n_items={self.table.num_embeddings - 1}")
+            self.vocab.set(item_ids)
+
     def forward(self, ids: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
         """ids (...,) int64 -> (..., d_model). ``content`` (..., content_dim) is the optional features hook."""
-        e = self.table(hash_item_ids(ids, self.n_hashes, self.buckets))  # (..., k, item_dim)
-        e = e.sum(-2) if self.combine == "sum" else e.flatten(-2)
+        if self.vocab is not None:
+            e = self.table(self.vocab(ids))  # (..., item_dim)
+        else:
+            e = self.table(hash_item_ids(ids, self.n_hashes, self.buckets))  # (..., k, item_dim)
+            e = e.sum(-2) if self.combine == "sum" else e.flatten(-2)
         e = self.proj(e)
         if content is not None:
             if self.content is None:

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from argusrank.models.metrics import pair_accuracy_terms
+
 
 def sampled_softmax_loss(
     query: torch.Tensor,  # (N, d)
@@ -35,6 +37,48 @@ def sampled_softmax_loss(
     neg = neg.masked_fill(neg_ids[None, :] == pos_ids[:, None], float("-inf"))  # positive's own duplicates
     logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + M)
     return (torch.logsumexp(logits, dim=1) - pos).mean()
+
+
+def corrected_sampled_softmax_loss(
+    query: torch.Tensor,  # (N, d)
+    pos_emb: torch.Tensor,  # (N, d)
+    pos_ids: torch.Tensor,  # (N,) int64
+    neg_emb: torch.Tensor,  # (M, d) shared sampled candidates
+    neg_ids: torch.Tensor,  # (M,) int64
+    neg_log_q: torch.Tensor,  # (M,) log expected count of each candidate among the draws
+    temperature: torch.Tensor | float,
+) -> torch.Tensor:
+    """Sampled softmax with the refined logQ correction of "Correcting the LogQ Correction"
+    (Khrylchenko et al., RecSys 2025): the positive is always in the softmax, not sampled, so
+    only the negatives are importance-corrected and the positive is left out of the sampled sum:
+
+        loss = mean_N  sg(1 - p) * (lse_j(s_j - log Q_j) - s_pos),   p = sigmoid(s_pos - lse)
+
+    ``p`` estimates the positive's full-softmax probability; the weight ``1 - p`` (the chance of
+    a miss under the current model) comes from the full-softmax gradient split into the
+    positive's and the negatives' parts. Candidates equal to the positive ID are masked.
+    """
+    if query.shape[0] == 0:
+        return query.sum() * 0.0
+    q = query.float()
+    pos = (q * pos_emb.float()).sum(-1) / temperature  # (N,)
+    neg = q @ neg_emb.float().T / temperature - neg_log_q[None, :]  # (N, M)
+    neg = neg.masked_fill(neg_ids[None, :] == pos_ids[:, None], float("-inf"))
+    lse = torch.logsumexp(neg, dim=1)  # (N,)
+    margin = lse - pos
+    weight = torch.sigmoid(margin).detach()  # 1 - p
+    return (weight * margin).mean()
+
+
+def mixture_log_q(pos_ids: torch.Tensor, cand_ids: torch.Tensor, n_inbatch: int, n_uniform: int,
+                  n_catalog: int) -> torch.Tensor:
+    """(M,) log expected count of each candidate under the whole proposal: ``n_inbatch`` draws
+    from the batch's positives (share = in-batch frequency) plus ``n_uniform`` uniform draws."""
+    _, inv, _ = torch.unique(torch.cat([pos_ids, cand_ids]), return_inverse=True, return_counts=True)
+    counts = torch.bincount(inv[: pos_ids.numel()], minlength=int(inv.max()) + 1).float()
+    share = counts[inv[pos_ids.numel():]] / max(pos_ids.numel(), 1)
+    expected = n_inbatch * share + (n_uniform / max(n_catalog, 1))
+    return torch.log(expected.clamp(min=1e-12))
 
 
 def inbatch_log_q(ids: torch.Tensor) -> torch.Tensor:
@@ -78,9 +122,9 @@ def pairwise_logistic_loss(scores: torch.Tensor, pair_a: torch.Tensor, pair_b: t
     loss = sum w * log(1 + exp(-(s_a - s_b))) / sum w;
     pair_accuracy = sum w * [s_a > s_b] (ties count 1/2) / sum w.
     """
-    diff = scores.gather(1, pair_a) - scores.gather(1, pair_b)  # (B, P)
+    s_a, s_b = scores.gather(1, pair_a), scores.gather(1, pair_b)  # (B, P)
     w = pair_w.float()
     total = w.sum().clamp(min=1e-12)
-    loss = (w * F.softplus(-diff)).sum() / total
-    correct = (diff > 0).float() + 0.5 * (diff == 0).float()
-    return loss, ((w * correct).sum() / total).detach()
+    loss = (w * F.softplus(s_b - s_a)).sum() / total
+    correct, _ = pair_accuracy_terms(s_a, s_b, w)
+    return loss, (correct / total).detach()
