@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.console import Console
 from rich.table import Table
 
+from argusrank.platform import logs
 from argusrank.platform.config import ArgusrankConfig
 
-console = Console(stderr=True)
+console = logs.console
 
-STAGES = ("data", "pretrain", "finetune", "export", "materialize", "ranker")
+STAGES = ("data", "pretrain", "finetune", "popularity", "export", "materialize", "ranker")
 
 
 def dataset_dir(cfg: ArgusrankConfig) -> Path:
@@ -28,26 +28,28 @@ def dataset_dir(cfg: ArgusrankConfig) -> Path:
 
 def stage_data(cfg: ArgusrankConfig) -> dict[str, Any]:
     """Generate (synth) or import the dataset; returns its summary."""
-    out = dataset_dir(cfg)
-    if cfg.data.format == "synth":
-        from argusrank.features.synth import synthesize
+    from argusrank.features.sources import build_dataset
 
-        return synthesize(cfg.data.synth, out, seed=cfg.seed)
-    from argusrank.features.importers import import_dataset
-
-    return import_dataset(cfg.data.format, cfg.data.source, out)
+    return build_dataset(cfg.data.format, cfg.data.source, dataset_dir(cfg), cfg.data.synth, cfg.seed)
 
 
 def stage_pretrain(cfg: ArgusrankConfig) -> dict[str, Any]:
-    from argusrank.platform.train import run_pretrain
+    from argusrank.platform.training.jobs import run_pretrain
 
     return run_pretrain(cfg, dataset_dir(cfg))
 
 
 def stage_finetune(cfg: ArgusrankConfig) -> dict[str, Any]:
-    from argusrank.platform.train import run_finetune
+    from argusrank.platform.training.jobs import run_finetune
 
     return run_finetune(cfg, dataset_dir(cfg), init="candidate")
+
+
+def stage_popularity(cfg: ArgusrankConfig) -> dict[str, Any]:
+    """The popularity baseline on the same split (an ``evaluate`` run the report shows beside ARGUS)."""
+    from argusrank.platform.training.evaluate import evaluate
+
+    return evaluate(cfg, dataset_dir(cfg), "popularity", protocol="temporal", negatives=cfg.eval.negatives)
 
 
 def stage_export(cfg: ArgusrankConfig) -> dict[str, Any]:
@@ -72,6 +74,7 @@ STAGE_FUNCS: dict[str, Callable[[ArgusrankConfig], dict[str, Any]]] = {
     "data": stage_data,
     "pretrain": stage_pretrain,
     "finetune": stage_finetune,
+    "popularity": stage_popularity,
     "export": stage_export,
     "materialize": stage_materialize,
     "ranker": stage_ranker,
@@ -84,7 +87,8 @@ def run_pipeline(cfg: ArgusrankConfig, stages: tuple[str, ...] = STAGES) -> dict
     for name in stages:
         console.rule(f"[bold]argusrank: {name}")
         t0 = time.perf_counter()
-        results[name] = STAGE_FUNCS[name](cfg)
+        with logs.captured():  # libraries' prints to stdout (Feast's apply, ...) go to the log in quiet mode
+            results[name] = STAGE_FUNCS[name](cfg)
         console.print(f"[green]{name} done in {time.perf_counter() - t0:.1f}s")
     return results
 
@@ -124,13 +128,25 @@ def data_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+def mlflow_ui_hint(cfg: ArgusrankConfig, port: int = 5000) -> str:
+    """How to open the MLflow UI on this home's store, and what to look at."""
+    store = cfg.tracking_uri
+    if not store.startswith("sqlite:"):
+        return f"MLflow UI: open the tracking server {store} (experiment {cfg.mlflow.experiment!r})"
+    return (f"MLflow UI: mlflow ui --backend-store-uri {store} --default-artifact-root "
+            f"{(cfg.paths.home / 'mlartifacts').as_uri()} --port {port}  -> http://127.0.0.1:{port}\n"
+            f"  experiment {cfg.mlflow.experiment!r}: runs pretrain/finetune (curves under Model metrics, "
+            "System metrics, plots/ artifacts), ranker (uplift);\n"
+            f"  Models: {cfg.mlflow.argus_model_name!r} (aliases candidate/champion) and "
+            f"{cfg.mlflow.ranker_model_name!r} with their source runs")
+
+
 def serve_and_probe(cfg: ArgusrankConfig) -> str:
     """Start the Serve app (non-blocking) and print one sample ``/recommend`` call."""
     import httpx
 
-    from argusrank.platform.serve_app import start_serving
-
     from argusrank.features.io import read_events, read_metadata
+    from argusrank.platform.serving.run import start_serving
 
     if cfg.serve.as_of is None and cfg.data.format == "synth":
         # synthetic events are dated in the past: replay requests at the end of the data so
@@ -149,7 +165,7 @@ def serve_and_probe(cfg: ArgusrankConfig) -> str:
         f"  curl -s {url}/version\n(Ctrl-C stops it)"
     )
     if cfg.serve.ingress == "direct":
-        from argusrank.platform.serve_app import direct_urls
+        from argusrank.platform.serving.run import direct_urls
 
         console.print(f"Ingress replicas answer directly too (serve.ingress=direct, no proxy hop): "
                       f"{' '.join(direct_urls(cfg))}")
