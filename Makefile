@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # the venv first on PATH: `mlflow run --env-manager local` steps call `python`/`argusrank`
 RUN_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" RAY_AUTH_MODE=disabled
 
-.PHONY: install demo test bench redis-server clean
+.PHONY: install demo test bench redis-server chromium mlflow-ui clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ demo: install
 	$(RUN_ENV) argusrank demo $(DEMO_ARGS)
 
 ## test: the whole suite (CPU only; starts its own redis-server, Ray and Serve)
-test: install redis-server
+test: install redis-server chromium
 	$(RUN_ENV) python -m pytest $(PYTEST_ARGS)
 
 ## redis-server for the Redis online-store test (installed from Debian packages when missing)
@@ -32,6 +32,19 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || \
 	  { (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null 2>&1 || \
 	    echo "warning: could not install redis-server; the Redis test will be skipped"; }
+
+## chromium (headless) for the report rendering test (Debian's package when missing)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || \
+	  { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	    echo "warning: could not install chromium; the report rendering test will be skipped"; }
+
+## mlflow-ui: the MLflow UI on the demo's store (HOME_DIR=.argusrank, port MLFLOW_PORT=5000)
+HOME_DIR ?= .argusrank
+MLFLOW_PORT ?= 5000
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(abspath $(HOME_DIR))/mlflow.db" \
+	  --default-artifact-root "file://$(abspath $(HOME_DIR))/mlartifacts" --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 bench: install
 	$(PY) bench/data_layer.py

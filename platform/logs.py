@@ -126,7 +126,10 @@ def route_ray_worker_logs() -> None:
 
     def _handle(data: dict) -> None:
         who = data.get("actor_name") or data.get("task_name") or ""
-        for line in data.get("lines", []):
+        lines = data.get("lines", [])
+        if data.get("pid") == "autoscaler":  # as Ray's own printer does: its event summaries, not its status dumps
+            lines = [line for line in lines if ":event_summary:" in line]
+        for line in lines:
             log.write(f"({who} pid={data.get('pid')}) {line}\n")  # type: ignore[union-attr]
             bar = line.rsplit("\r", 1)[-1].strip()
             if _TQDM.search(bar) and bar != _state.get("last_bar"):
