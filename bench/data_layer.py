@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from argusrank.features.histories import build_histories, extract_pairs, restrict, temporal_split_time
+from argusrank.features.histories import build_histories, extract_pairs, restrict
+from argusrank.features.splits import temporal_window
 from argusrank.features.importers import import_dataset
 from argusrank.features.io import read_events
 from argusrank.features.schema import EVENT_TYPES
@@ -82,7 +83,7 @@ def bench_size(n_events: int, repeats: int, tmp: Path) -> list[dict]:
     s, hist = timed(lambda: build_histories(events), repeats)
     row("build_histories", s, n)
     del events
-    T, _ = temporal_split_time(hist, 7)
+    T, _ = temporal_window(hist.timestamp.max(), 7)
     train = restrict(hist, before_ts=T)
     s, arr = timed(lambda: pretrain_arrays(train, 200), repeats)
     row("pretrain chunks (L=200)", s, train.n_events)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from argusrank.features import baseline, store
+from argusrank.features import baseline, store, vectors
 from argusrank.platform.config import load_config
 from machine_info import machine  # bench/machine_info.py
 
@@ -51,12 +51,12 @@ def fill(cfg, users: int, items: int, dim: int, seed: int) -> None:
     now = time.time()
     for kind, n in (("user", users), ("item", items)):
         v = rng.normal(size=(n, dim)).astype(np.float32)
-        store.write_vectors(cfg, kind, store.vector_table(kind, np.arange(n), v, 1, T0, now), f"bench_{seed}")
+        vectors.write_vectors(cfg, kind, vectors.vector_table(kind, np.arange(n), v, 1, T0, now), f"bench_{seed}")
     n_ev = 20 * users
     ev = pa.table({"user_id": rng.integers(0, users, n_ev), "timestamp": np.sort(rng.integers(0, 5 * 86400, n_ev)) + T0,
                    "item_id": rng.integers(0, items, n_ev), "played_ratio": rng.random(n_ev).astype(np.float32),
                    "liked": rng.random(n_ev) < 0.2, "disliked": rng.random(n_ev) < 0.05})
-    baseline.write_baseline(baseline.compute_baseline(ev, np.array([T0 + 5 * 86400])), store.baseline_dir(cfg),
+    baseline.write_baseline(baseline.compute_baseline(ev, np.array([T0 + 5 * 86400])), cfg.paths.baseline_dir,
                             tag=f"bench_{seed}")
 
 
@@ -98,8 +98,8 @@ def main(argv=None) -> dict:
         def dot_caller():
             u, uv = store.read_user_vectors(cfg, [int(rng.integers(a.users))])
             i, iv = store.read_item_vectors(cfg, cands())
-            store.check_versions(np.repeat(uv, len(iv)), iv)
-            return store.dot_products(u, i)
+            vectors.check_versions(np.repeat(uv, len(iv)), iv)
+            return vectors.dot_products(u, i)
 
         def dot_odfv():
             items = cands()

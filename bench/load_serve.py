@@ -5,7 +5,7 @@ sent on a fixed schedule (``--rates``) whether or not earlier ones returned (lat
 from each request's due time), bounded by count
 (``--max-requests``) AND time (``--duration``, plus a hard timeout per request).
 Reports p50/p95/p99 latency, achieved throughput and errors per endpoint and rate,
-then runs the same pipeline in-process (``serve_core.InProcessPipeline``: no Serve,
+then runs the same pipeline in-process (``serving.flow.InProcessPipeline``: no Serve,
 no HTTP) on the same users for the ratio. The client shares the machine's cores
 with the app (as ``make bench`` on a laptop would).
 
@@ -41,11 +41,11 @@ def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed:
     import mlflow
     import mlflow.xgboost
     import pandas as pd
-    from mlflow.tracking import MlflowClient
 
     from argusrank.features.baseline import ARGUS_FEATURES, compute_baseline, ranker_features, snapshot_times, write_baseline
     from argusrank.features.io import read_events
-    from argusrank.features.store import baseline_dir, materialize, online_features, vector_table, write_vectors
+    from argusrank.features.store import materialize, online_features
+    from argusrank.features.vectors import vector_table, write_vectors
     from argusrank.features.synth import synthesize
     from argusrank.models.ranker import train_ranker
     from argusrank.platform.config import load_config
@@ -55,7 +55,7 @@ def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed:
     synthesize(cfg.data.synth, home / "data" / "synth", seed=seed)
     events = read_events(home / "data" / "synth")
     ts = events["timestamp"].to_numpy()
-    write_baseline(compute_baseline(events, snapshot_times(int(ts.min()), int(ts.max()))), baseline_dir(cfg))
+    write_baseline(compute_baseline(events, snapshot_times(int(ts.min()), int(ts.max()))), cfg.paths.baseline_dir)
     end = int(ts.max()) + 1
     sets.append(f"serve.as_of={end + 3600}")
     cfg = load_config(overrides=sets, env={})
@@ -76,13 +76,13 @@ def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed:
         groups.append(np.full(len(its), g))
     model = train_ranker(pd.DataFrame(np.concatenate(xs), columns=list(ARGUS_FEATURES)), np.concatenate(grades),
                          np.concatenate(groups), n_estimators=200, max_depth=6, learning_rate=0.1, seed=seed)
-    from argusrank.platform.registry import start_run
+    from argusrank.platform.tracking import start_run
 
     with start_run(cfg, "bench-load-serve"):  # artifacts under the home, not ./mlruns
         info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name)
-    client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
-    client.set_model_version_tag(cfg.mlflow.ranker_model_name, info.registered_model_version, "argus_version", "1")
-    client.set_registered_model_alias(cfg.mlflow.ranker_model_name, "champion", info.registered_model_version)
+    from argusrank.platform.registry import publish_ranker
+
+    publish_ranker(cfg, int(info.registered_model_version), 1, "champion")
     return sets
 
 
@@ -148,7 +148,7 @@ async def measure(urls: list[str], rec: list[dict], rnk: list[dict], rates: list
 
 
 def in_process(cfg, users: list[int], k: int, n: int, rank_items: list[list[int]]) -> list[dict]:
-    from argusrank.platform.serve_core import InProcessPipeline
+    from argusrank.platform.serving.flow import InProcessPipeline
 
     pipe = InProcessPipeline(cfg)
     out = []
@@ -194,7 +194,7 @@ def main() -> None:
     from ray import serve
 
     from argusrank.platform.config import load_config
-    from argusrank.platform.serve_app import direct_urls, start_serving, stop_serving
+    from argusrank.platform.serving.run import direct_urls, start_serving, stop_serving
 
     sets = list(args.set)
     if args.synthetic_items:
@@ -213,7 +213,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     known = np.unique(ds.dataset(cfg.paths.vectors_dir / "user_vectors").to_table(columns=["user_id"])["user_id"].to_numpy())
     users = rng.choice(known, min(200, len(known)), replace=False).tolist()
-    from argusrank.platform.serve_core import item_vectors, resolve_bundle
+    from argusrank.platform.serving.bundle import resolve_bundle
+    from argusrank.platform.serving.candidates import item_vectors
 
     catalog, _ = item_vectors(cfg, resolve_bundle(cfg).argus_version)
     rank_items = [rng.choice(catalog, min(args.rank_items, len(catalog)), replace=False).tolist() for _ in range(50)]

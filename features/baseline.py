@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from argusrank.features.io import atomic_write_table
 from argusrank.features.schema import feedback_grade
 
 DAY = 86400
@@ -234,12 +235,12 @@ def compute_baseline(events: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]
 
 
 def write_baseline(tables: Mapping[str, pa.Table], baseline_dir: str | Path, tag: str = "part") -> dict[str, str]:
-    """Write each view's table to ``baseline_dir/<view>/<tag>.parquet`` (replacing that file)."""
+    """Write each view's table to ``baseline_dir/<view>/<tag>.parquet``, replacing that file atomically
+    (written under a hidden name, renamed when complete: readers see the old file or the new one)."""
     out = {}
     for name, t in tables.items():
         d = Path(baseline_dir) / name
-        d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(t, d / f"{tag}.parquet")
+        atomic_write_table(t, d / f"{tag}.parquet")
         out[name] = str(d)
     return out
 

@@ -29,7 +29,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float32, Float64, Int64
 
 from argusrank.features.baseline import DOT_FEATURE, ITEM_STATS, USER_ITEM, USER_ITEM_PRIORS, USER_STATS
-from argusrank.features.store import DOT_VIEW, ITEM_VECTORS, USER_VECTORS
+from argusrank.features.vectors import DOT_VIEW, ITEM_VECTORS, USER_VECTORS
 
 
 def argus_dot_udf(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -106,16 +106,6 @@ def build_histories(events: pa.Table) -> Histories:
     )
 
 
-def temporal_split_time(hist_or_events: Histories | pa.Table, test_days: float) -> tuple[int, int]:
-    """Global temporal split: (T, T_end) with T_end = last timestamp + 1 and T = T_end - test_days."""
-    if isinstance(hist_or_events, Histories):
-        t_max = int(hist_or_events.timestamp.max())
-    else:
-        t_max = int(pc.max(hist_or_events["timestamp"]).as_py())
-    t_end = t_max + 1
-    return t_end - int(round(test_days * 86400)), t_end
-
-
 def restrict(hist: Histories, before_ts: int | None = None, positives_only: bool = False) -> Histories:
     """Events with timestamp < ``before_ts`` and/or grade >= 1 (listen or like); empty users dropped."""
     mask = np.ones(hist.n_events, dtype=bool)
@@ -201,5 +191,5 @@ def extract_pairs(hist: Histories, window_s: int) -> pa.Table:
     })
 
 
-__all__ = ["Histories", "build_histories", "temporal_split_time", "restrict", "drop_last",
+__all__ = ["Histories", "build_histories", "restrict", "drop_last",
            "extract_pairs", "group_pairs", "pair_groups"]

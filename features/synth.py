@@ -30,12 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from argusrank.features.io import sort_events, write_dataset
 from argusrank.features.schema import EVENT_SCHEMA, EVENT_TYPE_CODE, SKIP_THRESHOLD, SURFACE_CODE
 from argusrank.features.validate import concat_rejected
-from argusrank.platform.config import SynthConfig
+from argusrank.features.config import SynthConfig
 
 T0 = 1_700_000_000  # epoch seconds of day 0
 KNOT_S = 7 * 86400  # preference random-walk knots, weekly
@@ -217,14 +216,10 @@ def synthesize(cfg: SynthConfig, out_dir, seed: int) -> dict:
     gen_s = time.perf_counter() - t0
     meta = {"format": "synth", "seed": seed, "synth": cfg.model_dump(), "input_rows": data.events.num_rows,
             "accepted": data.events.num_rows, "rejected": 0, "generate_s": round(gen_s, 3)}
-    meta = write_dataset(out_dir, data.events, concat_rejected([]), meta)
-    truth_dir = Path(out_dir) / "truth"
-    truth_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(data.truth, truth_dir / "truth.parquet")
-    for name in ("user_factors", "item_factors", "item_bias", "popularity", "knot_times"):
-        np.save(truth_dir / f"{name}.npy", getattr(data, name))
-    meta["truth"] = {"n_impressions": data.truth.num_rows, "dir": str(truth_dir)}
-    return meta
+    meta["truth"] = {"n_impressions": data.truth.num_rows, "dir": str(Path(out_dir) / "truth")}
+    truth = {"truth": data.truth, **{n: getattr(data, n) for n in ("user_factors", "item_factors", "item_bias",
+                                                                   "popularity", "knot_times")}}
+    return write_dataset(out_dir, data.events, concat_rejected([]), meta, truth=truth)
 
 
 def load_truth_factors(dataset_dir) -> dict[str, np.ndarray]:

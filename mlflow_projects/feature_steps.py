@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     cfg = config_from_args(a)
 
-    from argusrank.platform import registry
     from argusrank.platform.pipeline import dataset_dir
+    from argusrank.platform.tracking import start_run
 
     data = Path(a.data).resolve() if a.data else dataset_dir(cfg)
     if a.step == "export":
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         from argusrank.features.store import materialize
 
-        with registry.start_run(cfg, "materialize"):
+        with start_run(cfg, "materialize"):
             out = materialize(cfg, full=a.full.lower() in ("1", "true", "yes"))
             mlflow.log_metrics({"rows": out["rows"], "rows_per_s": out["rows_per_s"]})
             mlflow.log_dict(out, "materialize.json")

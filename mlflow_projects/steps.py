@@ -1,7 +1,7 @@
 """Entry points of the MLproject: parse typed parameters, call the stage function, log.
 
-Thin on purpose: every step is a plain function elsewhere (features.synth,
-features.importers, platform.train, platform.evaluate, platform.registry).
+Thin on purpose: every step is a plain function elsewhere (features.datasets,
+platform.training.jobs / evaluate / promote).
 MLflow hands each step its run (MLFLOW_RUN_ID); ``registry.start_run`` uses it.
 """
 from __future__ import annotations
@@ -12,16 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
-from argusrank.platform.config import load_config
-
-
-def _num(v: str):
-    """MLflow passes numbers as typed on the command line ("3" or "3.0"): ints stay ints."""
-    x = yaml.safe_load(v)
-    return int(x) if isinstance(x, float) and x.is_integer() else x
-
+from argusrank.platform.config import load_config, parse_sets
 
 
 def step_parser(prog: str, steps: list[str]) -> argparse.ArgumentParser:
@@ -41,16 +32,14 @@ def config_from_args(a: argparse.Namespace):
     for k in ("home", "config", "sets", "data"):
         if getattr(a, k, None) in ("''", '""'):
             setattr(a, k, "")
-    overrides: dict = {}
-    for item in shlex.split(a.sets) + list(getattr(a, "set_", [])):
-        if "=" not in item:
-            raise SystemExit(f"invalid configuration: override {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        overrides[k] = _num(v)
+    try:
+        overrides = parse_sets(shlex.split(a.sets) + list(getattr(a, "set_", [])))
+    except ValueError as exc:
+        raise SystemExit(f"invalid configuration: {exc}")
     if a.home:
         overrides["paths.home"] = str(Path(a.home).resolve())
     if getattr(a, "seed", None) is not None:
-        overrides["seed"] = _num(a.seed)
+        overrides.update(parse_sets([f"seed={a.seed}"]))
     return load_config(a.config or None, overrides)
 
 
@@ -67,44 +56,42 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = config_from_args(a)
 
-    from argusrank.platform import registry
     from argusrank.platform.pipeline import dataset_dir
+    from argusrank.platform.tracking import log_metrics, start_run
 
     data = Path(a.data).resolve() if a.data else dataset_dir(cfg)
     if a.step in ("synth", "import"):
-        with registry.start_run(cfg, a.step, tags={"dataset": str(data)}):
+        with start_run(cfg, a.step, tags={"dataset": str(data)}):
             import mlflow
 
-            if a.step == "synth":
-                from argusrank.features.synth import synthesize
+            from argusrank.features.sources import build_dataset
 
-                meta = synthesize(cfg.data.synth, data, seed=cfg.seed)
-            else:
-                from argusrank.features.importers import import_dataset
-
-                meta = import_dataset(a.format, a.src or None, data)
+            fmt = "synth" if a.step == "synth" else a.format
+            meta = build_dataset(fmt, a.src or None, data, cfg.data.synth, cfg.seed)
             mlflow.log_dict(meta, "metadata.json")
-            registry.log_metrics({k: v for k, v in meta.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            log_metrics({k: v for k, v in meta.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             out = {"dataset": str(data), "n_events": meta.get("n_events")}
     elif a.step == "pretrain":
-        from argusrank.platform.train import run_pretrain
+        from argusrank.platform.training.jobs import run_pretrain
 
         res = run_pretrain(cfg, data)
         out = {"model_version": res["model_version"], "run_id": res["run_id"], **res["metrics"]}
     elif a.step == "finetune":
-        from argusrank.platform.train import run_finetune
+        from argusrank.platform.training.jobs import run_finetune
 
         res = run_finetune(cfg, data, init=None if a.init.lower() == "none" else a.init)
         out = {"model_version": res["model_version"], "run_id": res["run_id"], **res["metrics"]}
     elif a.step == "evaluate":
-        from argusrank.platform.evaluate import evaluate
+        from argusrank.platform.training.evaluate import evaluate
 
         out = evaluate(cfg, data, a.model, protocol=cfg.eval.protocol, negatives=cfg.eval.negatives)
     else:
-        with registry.start_run(cfg, "promote"):
+        from argusrank.platform.training.promote import promote
+
+        with start_run(cfg, "promote"):
             import mlflow
 
-            out = registry.promote(cfg, version=int(a.version) if a.version else None,
+            out = promote(cfg, version=int(a.version) if a.version else None,
                                    force=a.force.lower() in ("1", "true", "yes"),
                                    dataset_dir=data if a.data else None)
             mlflow.log_dict(out, "promote.json")

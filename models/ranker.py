@@ -10,10 +10,10 @@ Metrics (ARGUS.md section 4), all vectorized over requests:
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import pandas as pd
+
+from argusrank.models.metrics import pair_accuracy_terms
 
 
 def _group_layout(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,11 +43,8 @@ def pair_accuracy(scores: np.ndarray, grades: np.ndarray, groups: np.ndarray) ->
     i, j = within_group_pairs(groups)
     better = gr[i] > gr[j]
     i, j = i[better], j[better]
-    w = gr[i] - gr[j]
-    if w.sum() == 0:
-        return float("nan")
-    correct = (s[i] > s[j]) + 0.5 * (s[i] == s[j])
-    return float((w * correct).sum() / w.sum())
+    correct, total = pair_accuracy_terms(s[i], s[j], gr[i] - gr[j])
+    return float(correct / total) if total > 0 else float("nan")
 
 
 def _dcg(order_key: np.ndarray, gains: np.ndarray, groups: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +89,10 @@ def train_ranker(
     return model
 
 
-def score(model, X: pd.DataFrame | np.ndarray, feature_names: Sequence[str] | None = None) -> np.ndarray:
-    """Ranker scores (N,) via ``inplace_predict`` (fast, no DMatrix)."""
+def score(model, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """Ranker scores (N,) float32 of the rows of ``X`` (columns in the booster's feature order) in
+    ONE ``inplace_predict`` call (no DMatrix); the one scoring path of training, evaluation and serving."""
     booster = model.get_booster() if hasattr(model, "get_booster") else model
-    if isinstance(X, np.ndarray) and feature_names is not None:
-        X = pd.DataFrame(X, columns=list(feature_names))
-    return np.asarray(booster.inplace_predict(X), dtype=np.float64)
+    if X.shape[0] == 0:
+        return np.zeros(0, np.float32)
+    return np.asarray(booster.inplace_predict(X), dtype=np.float32).reshape(-1)

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from argusrank.features.config import DataConfig, FeaturesConfig, PathsConfig, Section, SynthConfig
+
+__all__ = ["ArgusrankConfig", "DataConfig", "FeaturesConfig", "PathsConfig", "SynthConfig", "load_config",
+           "parse_sets", "with_overrides"]
 
 #: environment variables the platform reads (and nothing else does)
 ENV_CONFIG = "ARGUSRANK_CONFIG"  # path to a YAML config
@@ -21,109 +26,49 @@ ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"  # standard MLflow variable
 ENV_REDIS_URL = "ARGUSRANK_REDIS_URL"  # selects the Redis online store when set
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PathsConfig(_Section):
-    home: Path = Path(".argusrank")  # made absolute by load_config
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.home / "ray_results"
-
-    @property
-    def vectors_dir(self) -> Path:
-        return self.home / "vectors"
-
-    @property
-    def feature_repo(self) -> Path:
-        return self.home / "feature_repo"
-
-
-class SynthConfig(_Section):
-    """Synthetic planted-truth generator (features.synth)."""
-
-    n_users: int = Field(2000, gt=0)
-    n_items: int = Field(1000, gt=1)
-    dim: int = Field(16, gt=0)  # latent dimension of the true preferences
-    days: int = Field(60, gt=1)
-    organic_per_user: float = Field(40.0, gt=0)  # mean organic events per user over all days
-    requests_per_user: float = Field(12.0, gt=0)  # mean recommendation requests per user
-    slate_size: int = Field(8, gt=1)
-    zipf_a: float = Field(1.1, gt=0)
-    drift: float = Field(0.05, ge=0)  # per-day random-walk scale of user preferences
-    policy_noise: float = Field(1.0, ge=0)  # logging policy: noise on its affinity estimate
-    policy_popularity: float = Field(1.0, ge=0)  # logging policy: weight on log-popularity
-    # added by the data layer (features/synth.py documents the generative story)
-    quality_scale: float = Field(0.3, ge=0)  # std of the item quality bias (personal affinity has std 1)
-    feedback_noise: float = Field(0.5, ge=0)  # noise on true affinity when drawing feedback
-    organic_candidates: int = Field(16, gt=0)  # popularity-drawn items a user picks an organic event from
-    policy_candidates: int = Field(32, gt=1)  # popularity-drawn items the logging policy ranks per request
-
-
-class DataConfig(_Section):
-    format: Literal["synth", "movielens-100k", "movielens", "sasrec", "yambda"] = "synth"
-    source: Path | None = None
-    synth: SynthConfig = SynthConfig()
-    test_days: float = Field(7.0, gt=0)  # temporal split: test window length after T
-    max_len: int = Field(200, gt=1)  # chunk length for pre-training
-    min_history: int = Field(2, ge=1)
-    pair_window_s: int = Field(3600, ge=0)  # pairs by time window when there is no request_id
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     preset: str = "xxs"  # models/config.py PRESETS: tiny, xxs (CPU demo), xs ~3M ... xl ~1B
-    kind: Literal["argus", "sasrec"] = "argus"
+    kind: Literal["argus", "sasrec", "sasrec-classic"] = "argus"  # sasrec-classic: models/sasrec_classic.py
     encoder: Literal["simplified", "full", "hstu"] = "simplified"
     overrides: dict[str, Any] = {}  # fields of models' ArgusConfig set on top of the preset
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     num_workers: int = Field(1, ge=1)
     use_gpu: Literal["auto"] | bool = "auto"  # auto: use GPUs when torch sees one
     epochs: int = Field(3, ge=1)
     time_budget_s: float | None = Field(None, gt=0)
-    batch_size: int = Field(16, ge=1)  # small batches: 4x the optimizer steps of 64 at the same epoch cost
+    batch_size: int = Field(16, ge=1)  # small batches: more optimizer steps per epoch on small data
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(0, ge=0)  # steps; 0 = end of each epoch
     resume: bool = True
-    # --- added by the training platform (issue 4) ---
     cpus_per_worker: int | None = Field(None, ge=1)  # also torch threads per worker; None: CPUs / workers
     max_failures: int = Field(0, ge=0)  # Ray Train worker-group restarts (resume from last checkpoint)
     stop_after_steps: int | None = Field(None, ge=1)  # end this job early (checkpoints first); a rerun resumes
     log_every: int = Field(20, ge=1)  # steps between MLflow step metrics
     show_progress: bool = True  # tqdm bar on rank 0
     positive_targets_only: bool = False  # pre-train NIP/FP only on positive events (inputs keep all events)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warmup
+    valid_every: int = Field(0, ge=0)  # epochs between validations (early stopping, best kept); 0 = off
+    patience: int = Field(5, ge=1)  # validations without improvement before stopping
+    valid_days: float | None = Field(None, gt=0)  # temporal validation window before T (None: data.test_days)
+    length_buckets: int = Field(0, ge=0)  # >1: batches of similar lengths (sorted in pools of this many batches)
 
 
-class FinetuneConfig(_Section):
+class FinetuneConfig(Section):
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(8, ge=1)  # users per step; each row holds all of a user's impressions
     lr: float = Field(1e-3, gt=0)
     lag_s: int = Field(86400, ge=0)  # user state as of impression_time - lag
     max_history: int = Field(512, gt=1)
     min_history: int = Field(1, ge=0)
-    max_impressions: int = Field(256, gt=1)  # per user row; 64 dropped ~35% of the demo's train pairs
+    max_impressions: int = Field(256, gt=1)  # per user row: impressions beyond it are dropped
 
 
-class FeaturesConfig(_Section):
-    online_store: Literal["sqlite", "redis"] = "sqlite"
-    redis_url: str = "localhost:6379"
-    dot_product_mode: Literal["caller", "on_demand"] = "caller"  # bench/feast_online.py picked "caller"
-    snapshot_every_s: int = Field(86400, gt=0)  # export: user-vector / baseline snapshot spacing
-    export_batch_size: int = Field(256, ge=1)  # Ray Data map_batches batch size
-    export_actors: int = Field(0, ge=0)  # model actors in the Ray Data pool; 0 = auto (2 on CPU, 1 per GPU)
-
-
-class RankerConfig(_Section):
+class RankerConfig(Section):
     n_estimators: int = Field(200, ge=1)
     max_depth: int = Field(6, ge=1)
     learning_rate: float = Field(0.1, gt=0)
@@ -132,13 +77,22 @@ class RankerConfig(_Section):
     alias: str = "champion"  # registry alias set on the chosen ranker
 
 
-class ServeConfig(_Section):
+class CandidateSource(Section):
+    """One candidate source of ``/recommend`` and how many items it contributes."""
+
+    source: Literal["tower", "nip", "popular"]
+    k: int = Field(gt=0)
+
+
+class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    num_candidates: int = Field(500, ge=1)
+    num_candidates: int = Field(500, ge=1)  # the tower source's k when `candidates` is not set
+    # candidate sources merged in this order, each its best k items not already taken (de-duplicated):
+    # e.g. [{source: nip, k: 400}, {source: popular, k: 100}]; None: [{source: tower, k: num_candidates}]
+    candidates: list[CandidateSource] | None = Field(None, min_length=1)
     max_k: int = Field(1000, ge=1)
     ann: Literal["auto", "exact", "hnsw"] = "auto"
-    # --- added by the serving layer (issue 6; platform/serve_app.py, models/ann.py) ---
     exact_max_items: int = Field(50_000, ge=1)  # ann=auto: exact search up to this catalog size, HNSW above
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_construction: int = Field(100, ge=8)
@@ -157,15 +111,19 @@ class ServeConfig(_Section):
     # vectors, Feast reads only the user's row (user_stats + user_item_priors): the faster (bench/README.md)
     features_path: Literal["cached_items", "feast_batched"] = "cached_items"
     # composed: CandidateGenerator, FeatureService, Ranker are deployments behind the Ingress (scaled apart on a
-    # cluster; ~3 handle hops per request); fused: the Ingress runs the same three in-process (no hops: the
+    # cluster; one handle hop each); fused: the Ingress runs the same three in-process (no hops: the
     # low-latency choice on one node; scale Ingress replicas instead). bench/README.md "Serving" compares them.
-    topology: Literal["composed", "fused"] = "composed"
+    # Default: fused + direct on one machine; the Helm chart (cluster) sets composed + proxy.
+    topology: Literal["composed", "fused"] = "fused"
     # proxy: requests enter through Serve's HTTP proxy on `port` (any topology, any number of nodes);
     # direct: each Ingress replica ALSO answers HTTP itself on direct_port, direct_port+1, ... (Serve's direct
-    # ingress, experimental in Ray 2.60; the proxy keeps `port`): no proxy hop. With topology=fused this meets the
-    # 100 RPS / p99 <= 20 ms target on 2 cores (bench/README.md "Serve load").
-    ingress: Literal["proxy", "direct"] = "proxy"
+    # ingress, experimental in Ray 2.60; the proxy keeps `port`): no proxy hop (bench/README.md "Serving").
+    ingress: Literal["proxy", "direct"] = "direct"
     direct_port: int = Field(8001, ge=1, le=65535)
+
+    def candidate_sources(self) -> list[CandidateSource]:
+        """The configured merge (the default: tower ANN alone, ``num_candidates`` items)."""
+        return list(self.candidates or [CandidateSource(source="tower", k=self.num_candidates)])
 
     @model_validator(mode="after")
     def _ports_differ(self) -> "ServeConfig":
@@ -174,7 +132,7 @@ class ServeConfig(_Section):
         return self
 
 
-class MlflowConfig(_Section):
+class MlflowConfig(Section):
     tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db
     experiment: str = "argusrank"
     argus_model_name: str = "argus"
@@ -182,8 +140,8 @@ class MlflowConfig(_Section):
     promote_metric: str = "auto"  # metric `promote` compares; auto: pair_accuracy, else ndcg@10
 
 
-class EvalConfig(_Section):
-    """Offline evaluation (platform/evaluate.py), added by the training platform."""
+class EvalConfig(Section):
+    """Offline evaluation (platform/training/evaluate.py)."""
 
     protocol: Literal["temporal", "loo"] = "temporal"
     negatives: Literal["100", "all"] = "all"  # LOO: 100 sampled unseen negatives or the full catalog
@@ -197,7 +155,7 @@ class EvalConfig(_Section):
         return str(v) if isinstance(v, int) else v
 
 
-class ArgusrankConfig(_Section):
+class ArgusrankConfig(Section):
     seed: int = 0
     paths: PathsConfig = Field(default_factory=PathsConfig, validate_default=True)
     data: DataConfig = DataConfig()
@@ -234,6 +192,27 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``["a.b=value", ...]`` (values parsed as YAML: ``3`` is an int, ``[1, 2]`` a list) -> ``{"a.b": value}``.
+
+    The one parser of ``--set`` overrides (CLI, ``mlflow run`` steps, Serve app args)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"config override {item!r} must look like key=value")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def with_overrides(cfg: ArgusrankConfig, overrides: dict[str, Any]) -> ArgusrankConfig:
+    """A validated copy of ``cfg`` with dotted-key overrides (``{"train.epochs": 3}``)."""
+    tree = cfg.model_dump(mode="json")
+    for key, value in overrides.items():
+        _set_dotted(tree, key, value)
+    return ArgusrankConfig.model_validate(tree)
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
@@ -241,7 +220,7 @@ def load_config(
 ) -> ArgusrankConfig:
     """Load the config: defaults <- YAML file <- environment <- overrides.
 
-    ``overrides`` are ``"a.b=value"`` strings (value parsed as YAML) or a dict of
+    ``overrides`` are ``"a.b=value"`` strings (:func:`parse_sets`) or a dict of
     dotted keys. Errors name the offending field.
     """
     env = dict(os.environ) if env is None else env
@@ -261,11 +240,7 @@ def load_config(
     if env.get(ENV_REDIS_URL):
         _set_dotted(tree, "features.online_store", "redis")
         _set_dotted(tree, "features.redis_url", env[ENV_REDIS_URL])
-    items = overrides.items() if isinstance(overrides, dict) else [
-        (o.split("=", 1)[0], yaml.safe_load(o.split("=", 1)[1]) if "=" in o else None) for o in overrides or []
-    ]
-    for key, value in items:
-        if isinstance(overrides, list) and value is None and "=" not in next(o for o in overrides if o.startswith(key)):
-            raise ValueError(f"config override {key!r} must look like key=value")
+    sets = overrides if isinstance(overrides, dict) else parse_sets(overrides)
+    for key, value in sets.items():
         _set_dotted(tree, key, value)
     return ArgusrankConfig.model_validate(tree)

@@ -16,36 +16,24 @@ end of the data (the ranker's training window plus the serving state).
 """
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from argusrank.features import baseline, store
+from argusrank.features import baseline, vectors
+from argusrank.features.io import atomic_file, atomic_write_text
+from argusrank.features.splits import dataset_split
+from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
-
-
-@contextlib.contextmanager
-def ray_session(num_cpus: int | None = None) -> Iterator[None]:
-    """Use the running Ray runtime, or start a small local one (dashboard off) and stop it after."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=300_000_000,
-                 log_to_driver=False, configure_logging=False)
-        started = True
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
+from argusrank.platform.ray_runtime import ray_session
+from argusrank.platform.tracking import start_run
 
 
 class UserTower:
@@ -103,8 +91,6 @@ def user_windows(hist, snaps: np.ndarray, lag_s: int, max_len: int) -> pa.Table:
 def _map(ds, cls, kwargs: dict, cfg: ArgusrankConfig, use_gpu: bool):
     import ray.data
 
-    import os
-
     # one CPU stays free for Ray Data's own tasks (a pool holding every CPU can stall the pipeline)
     n = cfg.features.export_actors or (1 if use_gpu else max(1, (os.cpu_count() or 2) - 1))
     return ds.map_batches(
@@ -115,21 +101,22 @@ def _map(ds, cls, kwargs: dict, cfg: ArgusrankConfig, use_gpu: bool):
 
 
 def _stream(ds, kind: str, total: int, version: int, created: float, out: Path, event_ts: int | None) -> int:
-    """Write a vector dataset batch by batch to one parquet file (progress bar); returns rows."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer, rows = None, 0
-    with tqdm(total=total, desc=f"{kind} vectors", unit="row") as bar:
-        for b in ds.iter_batches(batch_size=4096, batch_format="numpy"):
-            ids = b[f"{kind}_id"]
-            ts = b["as_of"] if event_ts is None else event_ts
-            t = store.vector_table(kind, ids, np.stack(b["vector"]) if b["vector"].dtype == object else b["vector"],
-                                   version, ts, created)
-            writer = writer or pq.ParquetWriter(out, t.schema)
-            writer.write_table(t)
-            rows += t.num_rows
-            bar.update(t.num_rows)
-    if writer is not None:
-        writer.close()
+    """Write a vector dataset batch by batch to one parquet file (progress bar), renamed into place
+    only when complete; returns rows."""
+    rows, writer = 0, None
+    with atomic_file(out) as tmp, tqdm(total=total, desc=f"{kind} vectors", unit="row") as bar:
+        try:
+            for b in ds.iter_batches(batch_size=4096, batch_format="numpy"):
+                ts = b["as_of"] if event_ts is None else event_ts
+                vecs = np.stack(b["vector"]) if b["vector"].dtype == object else b["vector"]
+                t = vectors.vector_table(kind, b[f"{kind}_id"], vecs, version, ts, created)
+                writer = writer or pq.ParquetWriter(tmp, t.schema)
+                writer.write_table(t)
+                rows += t.num_rows
+                bar.update(t.num_rows)
+        finally:
+            if writer is not None:
+                writer.close()
     return rows
 
 
@@ -141,24 +128,6 @@ def _blocks(t: pa.Table, rows: int) -> list[pa.Table]:
 def default_snapshots(cfg: ArgusrankConfig, t_split: int, t_end: int) -> np.ndarray:
     """Daily (``cfg.features.snapshot_every_s``) snapshots from the split time T through the data end."""
     return baseline.snapshot_times(t_split, t_end - 1, cfg.features.snapshot_every_s)
-
-
-def archive_other_versions(cfg: ArgusrankConfig, version: int) -> list[Path]:
-    """Move vector files of other model versions to ``<vectors_dir>/archive/<kind>/``.
-
-    The offline store's point-in-time join must see one model version only (a newer
-    export of another version at the same snapshot times would otherwise be mixed in
-    per row); nothing is deleted, and serving still finds an archived version by number.
-    """
-    moved = []
-    for kind in (store.USER_VECTORS, store.ITEM_VECTORS):
-        src = cfg.paths.vectors_dir / kind
-        for f in sorted(src.glob("*.parquet")) if src.is_dir() else []:
-            if not f.name.startswith(f"v{version}_"):
-                dst = cfg.paths.vectors_dir / "archive" / kind / f.name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                moved.append(f.rename(dst))
-    return moved
 
 
 def export_vectors(
@@ -174,14 +143,14 @@ def export_vectors(
     import ray
     import torch
 
-    from argusrank.features.histories import build_histories, temporal_split_time
+    from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
-    from argusrank.platform import registry
 
     model, version = registry.load_argus(cfg, model_ref)
     events = read_events(dataset_dir)
     hist = build_histories(events)
-    t_split, t_end = temporal_split_time(hist, cfg.data.test_days)
+    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
+    t_split, t_end = split.T, split.T_end
     snaps = default_snapshots(cfg, t_split, t_end) if as_of is None else np.atleast_1d(np.asarray(as_of, np.int64))
     use_gpu = torch.cuda.is_available()
     device = "cuda" if use_gpu else "cpu"
@@ -194,37 +163,37 @@ def export_vectors(
     tabs = baseline.compute_baseline(events, snaps)
     whole_log = (baseline.USER_ITEM.name, baseline.USER_ITEM_PRIORS.name)  # built from the whole log: replaced
     baseline.write_baseline({k: v for k, v in tabs.items() if k not in whole_log},
-                            store.baseline_dir(cfg), tag=f"snap_{int(snaps[0])}_{int(snaps[-1])}")
-    baseline.write_baseline({k: tabs[k] for k in whole_log}, store.baseline_dir(cfg), tag="all")
+                            cfg.paths.baseline_dir, tag=f"snap_{int(snaps[0])}_{int(snaps[-1])}")
+    baseline.write_baseline({k: tabs[k] for k in whole_log}, cfg.paths.baseline_dir, tag="all")
     report["baseline_rows"] = {k: v.num_rows for k, v in tabs.items()}
     report["baseline_seconds"] = round(time.perf_counter() - t0, 3)
 
-    archive_other_versions(cfg, version)
     windows = user_windows(hist, snaps, lag_s, int(model.cfg.max_len))
     items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
-    with ray_session(num_cpus=None):
+    with ray_session():
         model_cpu = model.cpu()
         t0 = time.perf_counter()
         ds_u = _map(ray.data.from_arrow(_blocks(windows, 2048)), UserTower,
                     {"model": model_cpu, "hist": hist, "device": device}, cfg, use_gpu)
-        user_path = store.cfg_vector_path(cfg, "user", tag)
+        user_path = vectors.vector_path(cfg, "user", tag)
         n_users = _stream(ds_u, "user", windows.num_rows, version, created, user_path, None)
         t_user = time.perf_counter() - t0
         t0 = time.perf_counter()
         ds_i = _map(ray.data.from_arrow(_blocks(items, 4096)), ItemTower,
                     {"model": model_cpu, "device": device}, cfg, use_gpu)
-        item_path = store.cfg_vector_path(cfg, "item", tag)
+        item_path = vectors.vector_path(cfg, "item", tag)
         n_items = _stream(ds_i, "item", items.num_rows, version, created, item_path, int(snaps[0]))
         t_item = time.perf_counter() - t0
+    vectors.archive_other_versions(cfg, version)  # only now: the new version's files are complete
     report.update(
         user_vectors=str(user_path), item_vectors=str(item_path), user_rows=n_users, item_rows=n_items,
         rows=n_users + n_items, user_seconds=round(t_user, 3), item_seconds=round(t_item, 3),
         user_rows_per_s=round(n_users / max(t_user, 1e-9), 1), item_rows_per_s=round(n_items / max(t_item, 1e-9), 1),
         rows_per_s=round((n_users + n_items) / max(t_user + t_item, 1e-9), 1),
     )
-    (cfg.paths.vectors_dir / "latest.json").write_text(json.dumps({**report, "dataset_dir": str(dataset_dir),
-                                                                     "created": created}, indent=1))
-    with registry.start_run(cfg, "export"):
+    atomic_write_text(json.dumps({**report, "dataset_dir": str(dataset_dir), "created": created}, indent=1),
+                      cfg.paths.vectors_dir / "latest.json")
+    with start_run(cfg, "export"):
         import mlflow
 
         mlflow.log_params({"export.model_ref": str(model_ref), "export.model_version": version,

@@ -21,8 +21,12 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from argusrank.features.baseline import ARGUS_FEATURES, BASE_FEATURES, ranker_features
+from argusrank.features.splits import dataset_split
+from argusrank.features.vectors import check_versions
 from argusrank.models.ranker import ndcg_at_k, pair_accuracy, score, train_ranker
+from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
+from argusrank.platform.tracking import start_run
 
 
 def impressions(dataset_dir: str | Path, t_from: int, t_to: int) -> pd.DataFrame:
@@ -79,17 +83,15 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     import mlflow
 
     from argusrank.features import store
-    from argusrank.features.histories import temporal_split_time
-    from argusrank.features.io import read_events
-    from argusrank.platform import registry
 
     t0 = time.perf_counter()
-    t_split, t_end = temporal_split_time(read_events(dataset_dir, columns=["timestamp"]), cfg.data.test_days)
+    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
+    t_split, t_end = split.T, split.T_end
     imp = impressions(dataset_dir, t_split, t_end)
     if imp.empty:
         raise ValueError(f"no recommendation impressions (request_id set) after T={t_split} in {dataset_dir}")
     feats = store.historical_features(cfg, imp[["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]])
-    version = store.check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
+    version = check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
                                    feats["item_model_version"].fillna(-1).astype(np.int64).to_numpy())
     coverage = float(np.isfinite(feats["argus_dot"].to_numpy()).mean())
     if coverage == 0:
@@ -120,7 +122,7 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
                dot_coverage=coverage, model_version=version, ranker_chosen=chosen,
                features_seconds=round(t_features, 3))
 
-    with registry.start_run(cfg, "ranker"):
+    with start_run(cfg, "ranker"):
         mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen})
         mlflow.log_metrics({k: float(v) for k, v in out.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)})
@@ -134,10 +136,7 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
             )
             if name == chosen:
                 out["ranker_version"] = int(info.registered_model_version)
-        client = registry.setup(cfg)
-        client.set_registered_model_alias(cfg.mlflow.ranker_model_name, r.alias, str(out["ranker_version"]))
-        client.set_model_version_tag(cfg.mlflow.ranker_model_name, str(out["ranker_version"]),
-                                     "argus_model_version", str(version))
+        registry.publish_ranker(cfg, out["ranker_version"], version, r.alias)  # tag first, alias last
     return out
 
 
@@ -152,23 +151,3 @@ def oracle_pair_accuracy(dataset_dir: str | Path, rows: pd.DataFrame) -> float |
     t = truth[["request_id", "item_id", "true_affinity"]].drop_duplicates(["request_id", "item_id"])
     m = rows[["request_id", "item_id", "grade"]].merge(t, on=["request_id", "item_id"], how="left")
     return pair_accuracy(m["true_affinity"].fillna(-np.inf).to_numpy(), m["grade"].to_numpy(), m["request_id"].to_numpy())
-
-
-def load_ranker(cfg: ArgusrankConfig, alias: str | None = None) -> tuple[Any, int, list[str]]:
-    """The registered ranker by alias (default ``cfg.ranker.alias``) -> ``(XGBRanker, version, feature_names)``.
-
-    Score candidates with ``models.ranker.score(ranker, ranker_features(raw, ts, feature_names))``.
-    """
-    import mlflow
-
-    from argusrank.platform import registry
-
-    client = registry.setup(cfg)
-    alias = alias or cfg.ranker.alias
-    name = cfg.mlflow.ranker_model_name
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException as exc:
-        raise LookupError(f"registered model {name!r} has no alias {alias!r}: run `argusrank ranker train`") from exc
-    model = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}")
-    return model, int(mv.version), list(model.get_booster().feature_names)

@@ -9,13 +9,14 @@ import pyarrow as pa
 import pytest
 
 from argusrank.features.histories import (
-    build_histories, drop_last, extract_pairs, restrict, temporal_split_time,
+    build_histories, drop_last, extract_pairs, restrict,
 )
 from argusrank.features.schema import EVENT_SCHEMA, feedback_grade
 from argusrank.features.sequences import (
     SEQ_KEYS, finetune_arrays, iterate_batches, loo_eval_arrays, pretrain_arrays, temporal_eval_arrays,
 )
 from argusrank.features.synth import generate
+from argusrank.features.splits import temporal_window
 from argusrank.models.batch import FinetuneBatch, SequenceBatch
 from argusrank.platform.config import SynthConfig
 
@@ -107,7 +108,7 @@ def test_pretrain_chunks_match_reference(hist, max_len, min_len):
 
 
 def test_temporal_split_no_leak(hist):
-    T, T_end = temporal_split_time(hist, test_days=5)
+    T, T_end = temporal_window(hist.timestamp.max(), test_days=5)
     assert T_end == hist.timestamp.max() + 1 and T_end - T == 5 * 86400
     train = restrict(hist, before_ts=T)
     assert train.timestamp.max() < T
@@ -204,7 +205,7 @@ def _check_finetune(hist, **kw):
 
 
 def test_finetune_arrays_requests_match_reference(hist):
-    T, T_end = temporal_split_time(hist, 7)
+    T, T_end = temporal_window(hist.timestamp.max(), 7)
     a = _check_finetune(hist, lag_s=86400, max_history=30, min_history=3, max_impressions=12, t_to=T)
     assert a["imp_valid"].sum(1).max() <= 12 and a["imp_time"][a["imp_valid"]].max() < T
     _check_finetune(hist, lag_s=0, max_history=500, min_history=0, max_impressions=5, t_from=T, t_to=T_end)

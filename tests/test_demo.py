@@ -9,12 +9,16 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from browser import rendered_figures
 
 pytestmark = pytest.mark.ray
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "data.synth.n_users=150", "data.synth.n_items=120", "data.synth.days=21", "data.test_days=5",
     "model.preset=tiny", "train.epochs=1", "finetune.epochs=1", "train.show_progress=false",
@@ -54,6 +58,57 @@ def test_demo_no_serve_json_runs_every_stage(demo_run):
     assert (home / "mlflow.db").is_file()
     assert any((home / "vectors" / "user_vectors").glob("*.parquet"))
     assert "uplift" in out.stderr
+    # quiet by default: argusrank's own output on the terminal, the libraries' logs in <home>/logs/
+    assert f"{home / 'logs' / 'demo.log'}" in out.stderr.replace("\n", "")
+    for noise in ("core_worker.cc", "CloudPickle", "input example", "INFO mlflow", "Downloading artifacts",
+                  "RayTrainWorker", "logging_progress"):
+        assert noise not in out.stderr, noise
+    assert "mlflow ui --backend-store-uri sqlite:///" in out.stderr.replace("\n", "")
+    assert result["report"] == str(home / "report.html")
+
+
+def test_demo_report_shows_the_real_runs_and_every_figure_loads(demo_run, tmp_path):
+    home, out = demo_run
+    assert out.returncode == 0, out.stderr[-4000:]
+    page = (home / "report.html").read_text()
+    for text in ("ARGUS pre-trained", "ARGUS fine-tuned", "popularity", "oracle (true affinity)", "champion"):
+        assert text in page, text
+    figures, failed = rendered_figures(home / "report.html", tmp_path)
+    assert failed == 0 and figures >= 4, (figures, failed)
+
+
+def test_serve_run_of_the_repo_serve_yaml_answers_on_loopback(demo_run, tmp_path):
+    """Ray Serve's own entry point: `serve run platform/serve.yaml` (the composed layout the file lists) on
+    what the demo registered. The copy differs only in the proxy port (the repo file says 8000)."""
+    home, out = demo_run
+    assert out.returncode == 0, out.stderr[-4000:]
+    conf = yaml.safe_load((ROOT / "platform" / "serve.yaml").read_text())
+    assert conf["http_options"]["host"] == "127.0.0.1"
+    port = _free_port()
+    conf["http_options"]["port"] = port
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    serve_bin = os.path.join(os.path.dirname(sys.executable), "serve")
+    env = {**_env(), "ARGUSRANK_HOME": str(home)}
+    proc = subprocess.Popen([serve_bin, "run", str(tmp_path / "serve.yaml")], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, ok = time.time() + 300, False
+        while time.time() < deadline and proc.poll() is None and not ok:
+            try:
+                ok = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(2)
+        assert ok, f"serve run did not answer (exit code {proc.poll()})"
+        r = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"user_id": 0, "k": 5}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["items"]) == 5
+        assert httpx.get(f"http://127.0.0.1:{port}/version", timeout=30).json()["topology"] == "composed"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # serve run shuts Serve and its Ray down on Ctrl-C
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -96,3 +151,17 @@ def test_serve_cli_direct_ingress_answers_and_stops_on_repeated_sigterm(demo_run
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_feast_cli_reads_and_materializes_the_generated_feature_repo(demo_run):
+    """Feast's own CLI on `<home>/feature_repo` as the demo left it: lists the applied views and runs
+    `materialize-incremental` (nothing new to load: still exit 0)."""
+    home, out = demo_run
+    assert out.returncode == 0, out.stderr[-4000:]
+    feast = [os.path.join(os.path.dirname(sys.executable), "feast"), "-c", str(home / "feature_repo")]
+    listed = subprocess.run([*feast, "feature-views", "list"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "user_vectors" in listed.stdout and "item_vectors" in listed.stdout, listed.stdout
+    inc = subprocess.run([*feast, "materialize-incremental", "2030-01-01T00:00:00"], env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert inc.returncode == 0, inc.stderr[-2000:]

@@ -18,7 +18,7 @@ def exported(tmp_path_factory):
     from argusrank.features.synth import synthesize
     from argusrank.models.argus import ArgusModel
     from argusrank.models.config import preset
-    from argusrank.platform import registry
+    from argusrank.platform import registry, tracking
     from argusrank.platform.export import export_vectors
 
     home = tmp_path_factory.mktemp("home")
@@ -28,7 +28,7 @@ def exported(tmp_path_factory):
     synthesize(cfg.data.synth, ds, seed=0)
     torch.manual_seed(0)
     model = ArgusModel(preset("tiny")).eval()
-    with registry.start_run(cfg, "test-register"):
+    with tracking.start_run(cfg, "test-register"):
         version = registry.log_argus_model(cfg, model)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200_000_000, log_to_driver=False)
     try:
@@ -78,3 +78,29 @@ def test_item_vectors_equal_item_tower(exported):
     with torch.no_grad():
         ref = model.item_vectors(torch.as_tensor(ids)).numpy()
     np.testing.assert_allclose(np.stack(t["item_vector"].to_numpy(zero_copy_only=False)), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_an_export_that_dies_mid_write_leaves_the_previous_version_readable(tmp_path):
+    """Vectors stream into a hidden file renamed into place only when complete; other versions are archived
+    only after that, so a crash leaves no truncated parquet and the previous version still reads."""
+    from argusrank.features import vectors
+    from argusrank.platform.export import _stream
+
+    cfg = load_config(env={}, overrides={"paths.home": str(tmp_path)})
+    ids = np.arange(6)
+    old = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    vectors.write_vectors(cfg, "item", vectors.vector_table("item", ids, old, 1, 100, 1.0), "v1_0_0_1")
+
+    class DiesMidway:
+        def iter_batches(self, **_):
+            yield {"item_id": ids[:3], "vector": old[:3] + 1}
+            raise RuntimeError("worker killed")
+
+    out = vectors.vector_path(cfg, "item", "v2_0_0_2")
+    with pytest.raises(RuntimeError, match="worker killed"):
+        _stream(DiesMidway(), "item", 6, 2, 2.0, out, 100)
+    assert not out.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v1_0_0_1.parquet"]  # no partial or hidden file
+    got_ids, got = vectors.read_version(cfg, "item", 1)
+    np.testing.assert_array_equal(got, old)
+    assert vectors.newest_version(cfg, "item") == 1

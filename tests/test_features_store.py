@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from argusrank.features import baseline, store
+from argusrank.features import baseline, store, vectors
 from argusrank.platform.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +45,8 @@ def _vectors(n: int, seed: int) -> np.ndarray:
 
 
 def _write(cfg, kind: str, ids, vecs, version: int, ts: int, tag: str, created: float | None = None):
-    t = store.vector_table(kind, np.asarray(ids), vecs, version, ts, created or time.time())
-    return store.write_vectors(cfg, kind, t, tag)
+    t = vectors.vector_table(kind, np.asarray(ids), vecs, version, ts, created or time.time())
+    return vectors.write_vectors(cfg, kind, t, tag)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def filled(tmp_path_factory):
     cfg = _cfg(tmp_path_factory.mktemp("home"))
     ev = _events()
     baseline.write_baseline(baseline.compute_baseline(ev, baseline.snapshot_times(T0 + 3 * DAY, T0 + 6 * DAY)),
-                            store.baseline_dir(cfg))
+                            cfg.paths.baseline_dir)
     users, items = np.arange(1, 20), np.arange(1, 30)
     vec = {"u1": _vectors(19, 1), "i1": _vectors(29, 2), "u2": _vectors(19, 3), "i2": _vectors(29, 4)}
     _write(cfg, "user", users, vec["u1"], 1, T0 + 3 * DAY, "a", created=time.time() - 10)
@@ -81,6 +81,24 @@ def test_materialize_is_incremental(filled):
     assert second["rows_per_s"] > 0
 
 
+def test_materialize_reloads_an_emptied_online_store(tmp_path):
+    import sqlite3
+
+    cfg = _cfg(tmp_path / "home")
+    uv = _vectors(4, 0)
+    _write(cfg, "user", np.arange(4), uv, 3, T0, "a")
+    _write(cfg, "item", np.arange(6), _vectors(6, 1), 3, T0, "a")
+    assert store.materialize(cfg)["rows"] == 10
+    assert store.materialize(cfg)["rows"] == 0  # incremental: nothing new
+    with sqlite3.connect(cfg.paths.feature_repo / "online_store.db") as db:  # the online store is emptied
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            db.execute(f'DELETE FROM "{table}"')
+    assert np.isnan(store.read_user_vectors(cfg, [1])[0]).all()
+    rep = store.materialize(cfg)
+    assert sorted(rep["reloaded"]) == ["item_vectors", "user_vectors"] and rep["rows"] == 10
+    np.testing.assert_array_equal(store.read_user_vectors(cfg, [1, 3])[0], uv[[1, 3]])
+
+
 def test_vectors_read_back_equal(filled):
     cfg, _, users, items, vec, *_ = filled
     u, uv = store.read_user_vectors(cfg, [3, 1, 999])
@@ -89,7 +107,8 @@ def test_vectors_read_back_equal(filled):
     i, iv = store.read_item_vectors(cfg, items)
     np.testing.assert_array_equal(i, vec["i2"])
     assert set(iv.tolist()) == {2}
-    ids, latest, version = store.latest_vectors(cfg, "item")
+    version = vectors.newest_version(cfg, "item")
+    ids, latest = vectors.read_version(cfg, "item", version)
     np.testing.assert_array_equal(ids, items)
     np.testing.assert_array_equal(latest, vec["i2"])
     assert version == 2
@@ -134,7 +153,7 @@ def test_same_second_event_is_not_visible_to_its_impression(tmp_path):
     cfg = _cfg(tmp_path)
     ev = pa.table({"user_id": [1, 1], "timestamp": [T0, T0 + 100], "item_id": [5, 5],
                    "played_ratio": pa.array([1.0, 0.0], pa.float32()), "liked": [True, False], "disliked": [False, False]})
-    baseline.write_baseline(baseline.compute_baseline(ev, baseline.snapshot_times(T0, T0 + 100)), store.baseline_dir(cfg))
+    baseline.write_baseline(baseline.compute_baseline(ev, baseline.snapshot_times(T0, T0 + 100)), cfg.paths.baseline_dir)
     store.apply(cfg)
     edf = pd.DataFrame({"user_id": [1, 1], "item_id": [5, 5],
                         "event_timestamp": pd.to_datetime([T0 + 100, T0 + 101], unit="s", utc=True)})
@@ -147,25 +166,25 @@ def test_version_mismatch_is_refused(tmp_path):
     _write(cfg, "user", [1, 2], _vectors(2, 0), 1, T0, "a")
     _write(cfg, "item", [1, 2], _vectors(2, 1), 2, T0, "a")
     store.materialize(cfg)
-    with pytest.raises(store.VectorVersionMismatch, match=r"different model versions \[1, 2\]"):
+    with pytest.raises(vectors.VectorVersionMismatch, match=r"different model versions \[1, 2\]"):
         store.online_features(cfg, 1, [1, 2])
-    with pytest.raises(store.VectorVersionMismatch, match="first mismatching row 0"):
+    with pytest.raises(vectors.VectorVersionMismatch, match="first mismatching row 0"):
         edf = pd.DataFrame({"user_id": [1], "item_id": [2], "event_timestamp": pd.to_datetime([T0 + 5], unit="s", utc=True)})
         store.historical_features(cfg, edf)
-    assert store.check_versions(np.array([3, -1]), np.array([3, 3])) == 3  # missing vectors are not a mismatch
+    assert vectors.check_versions(np.array([3, -1]), np.array([3, 3])) == 3  # missing vectors are not a mismatch
 
 
 def test_bad_vectors_are_rejected_with_the_row():
     v = _vectors(3, 0)
     v[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"user_id=11 \(row 1\) is not finite"):
-        store.vector_table("user", np.array([10, 11, 12]), v, 1, T0, time.time())
+        vectors.vector_table("user", np.array([10, 11, 12]), v, 1, T0, time.time())
 
 
 def test_dot_products_reference():
     rng = np.random.default_rng(0)
     u, items = rng.normal(size=(1, 16)).astype(np.float32), rng.normal(size=(50, 16)).astype(np.float32)
-    got = store.dot_products(u, items)
+    got = vectors.dot_products(u, items)
     assert np.allclose(got, [sum(float(a) * float(b) for a, b in zip(u[0], it)) for it in items], rtol=1e-6)
 
 
@@ -176,7 +195,7 @@ def test_feast_cli_applies_and_materializes_the_repo_folder_as_is(tmp_path):
     cfg = _cfg(root / ".argusrank")
     _write(cfg, "user", [1, 2], _vectors(2, 0), 4, T0, "a")
     _write(cfg, "item", [1, 2, 3], _vectors(3, 1), 4, T0, "a")
-    baseline.write_baseline(baseline.compute_baseline(_events(50), np.array([T0 + DAY])), store.baseline_dir(cfg))
+    baseline.write_baseline(baseline.compute_baseline(_events(50), np.array([T0 + DAY])), cfg.paths.baseline_dir)
     feast = [str(Path(sys.executable).parent / "feast"), "-c", str(root / "features")]
     run = lambda *a: subprocess.run([*feast, *a], cwd=root, capture_output=True, text=True, timeout=300)
     r = run("apply")
@@ -221,6 +240,13 @@ def test_redis_online_store_round_trip(tmp_path):
         out = store.online_features(cfg, 2, [6, 1])
         np.testing.assert_allclose(out["argus_dot"], iv[[6, 1]].astype(np.float64) @ uv[2].astype(np.float64), rtol=1e-5)
         assert not (cfg.paths.feature_repo / "online_store.db").exists()  # nothing went to SQLite
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=port).flushall()  # a Redis restart without persistence
+        assert np.isnan(store.read_user_vectors(cfg, [4])[0]).all()
+        rep = store.materialize(cfg)  # nothing new offline, but the online store lost everything
+        assert set(rep["reloaded"]) >= {"user_vectors", "item_vectors"} and rep["rows"] == 12
+        np.testing.assert_array_equal(store.read_user_vectors(cfg, [4, 0])[0], uv[[4, 0]])
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 
 import httpx
+from serve_corpus import check_bad_requests
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
@@ -31,7 +32,7 @@ def _free_port() -> int:
 
 def _write_vectors(cfg, version: int, users: np.ndarray, items: np.ndarray, seed: int, event_ts: int):
     """User/item vectors of one model version into the export parquet; returns (U by user id, V)."""
-    from argusrank.features.store import vector_table, write_vectors
+    from argusrank.features.vectors import vector_table, write_vectors
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(6, DIM))
@@ -47,7 +48,6 @@ def _train_and_register(cfg, version: int, users: np.ndarray, items: np.ndarray,
     """A real XGBRanker on online features of (user, item) samples; registered with alias champion."""
     import mlflow
     import mlflow.xgboost
-    from mlflow.tracking import MlflowClient
 
     from argusrank.features.baseline import ARGUS_FEATURES, ranker_features
     from argusrank.features.store import online_features
@@ -65,14 +65,14 @@ def _train_and_register(cfg, version: int, users: np.ndarray, items: np.ndarray,
     X = pd.DataFrame(np.concatenate(xs), columns=list(ARGUS_FEATURES))
     model = train_ranker(X, np.concatenate(grades), np.concatenate(groups), n_estimators=15, max_depth=3,
                          learning_rate=0.3, seed=seed, n_jobs=1)
-    from argusrank.platform.registry import start_run
+    from argusrank.platform.tracking import start_run
 
     with start_run(cfg, "serve-test"):  # artifacts under the home, not ./mlruns
         info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name)
-    client = MlflowClient(cfg.tracking_uri, cfg.tracking_uri)
     v = info.registered_model_version
-    client.set_model_version_tag(cfg.mlflow.ranker_model_name, str(v), "argus_version", str(version))
-    client.set_registered_model_alias(cfg.mlflow.ranker_model_name, "champion", str(v))
+    from argusrank.platform.registry import publish_ranker
+
+    publish_ranker(cfg, int(v), version, "champion")
     return int(v)
 
 
@@ -81,7 +81,7 @@ def pipeline(tmp_path_factory):
     """Tiny trained pipeline: synth events -> baseline features -> vectors v1 -> Feast -> ranker in MLflow."""
     from argusrank.features.baseline import compute_baseline, snapshot_times, write_baseline
     from argusrank.features.io import read_events
-    from argusrank.features.store import baseline_dir, materialize
+    from argusrank.features.store import materialize
     from argusrank.features.synth import synthesize
     from argusrank.platform.config import load_config
 
@@ -94,7 +94,7 @@ def pipeline(tmp_path_factory):
     synthesize(cfg.data.synth, home / "data" / "synth", seed=0)
     events = read_events(home / "data" / "synth")
     ts = events["timestamp"].to_numpy()
-    write_baseline(compute_baseline(events, snapshot_times(int(ts.min()), int(ts.max()))), baseline_dir(cfg))
+    write_baseline(compute_baseline(events, snapshot_times(int(ts.min()), int(ts.max()))), cfg.paths.baseline_dir)
     end = int(ts.max()) + 1
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"as_of": float(end + 3600)})})
     users = np.unique(events["user_id"].to_numpy())
@@ -109,7 +109,7 @@ def pipeline(tmp_path_factory):
 def app(pipeline):
     import ray
 
-    from argusrank.platform.serve_app import start_serving, stop_serving
+    from argusrank.platform.serving.run import start_serving, stop_serving
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200_000_000, namespace="serve",
@@ -170,7 +170,7 @@ def _assert_same(got, want):
 
 @pytest.mark.parametrize("path", ["cached_items", "feast_batched"])
 def test_in_process_pipeline_equals_offline_for_both_feature_paths(pipeline, path):
-    from argusrank.platform.serve_core import InProcessPipeline
+    from argusrank.platform.serving.flow import InProcessPipeline
 
     cfg = pipeline["cfg"]
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"features_path": path})})
@@ -224,10 +224,21 @@ def test_bad_bodies_get_4xx(app, pipeline):
     assert app.get("/recommend").status_code == 405
 
 
-def test_unknown_user_gets_popular_fallback(app, pipeline):
-    from argusrank.features.store import baseline_dir
+def test_corrupt_requests_get_4xx_and_spare_valid_requests(app, pipeline):
+    """Composed topology through the proxy: bad requests never reach a @serve.batch with valid ones."""
+    check_bad_requests(app, {"user_id": int(pipeline["users"][0]), "k": 5})
 
-    t = ds.dataset(baseline_dir(pipeline["cfg"]) / "item_stats").to_table().to_pandas()
+
+def test_rank_names_unknown_items(app, pipeline):
+    user, known = int(pipeline["users"][0]), int(pipeline["items"][3])
+    body = app.post("/rank", json={"user_id": user, "item_ids": [known, 999_999]}).json()
+    assert body["unknown_items"] == [999_999] and body["fallback"] is None
+    assert {it["item_id"] for it in body["items"]} == {known, 999_999}  # answered, scored without argus_dot
+
+
+def test_unknown_user_gets_popular_fallback(app, pipeline):
+
+    t = ds.dataset(pipeline["cfg"].paths.baseline_dir / "item_stats").to_table().to_pandas()
     t = t[t["event_timestamp"] == t["event_timestamp"].max()].set_index("item_id")
     pop = t.reindex(pipeline["items"])[["item_pop_7d", "item_pop_30d"]].fillna(0.0).reset_index(drop=True)
     pop["item_id"] = pipeline["items"]
@@ -312,7 +323,7 @@ def test_cached_feature_path_reads_the_same_pair_features_as_per_pair_feast_read
     """``user_item_priors`` (one row per user) gives the values of one ``user_item`` Feast row per candidate."""
     from argusrank.features.baseline import USER_ITEM, USER_STATS
     from argusrank.features.store import online_features
-    from argusrank.platform.serve_core import ItemFeatureCache, raw_features_cached
+    from argusrank.platform.serving.ranking_features import ItemFeatureCache, raw_features_cached
 
     cfg, items = pipeline["cfg"], pipeline["items"]
     cache, seen = ItemFeatureCache(cfg), 0
@@ -327,8 +338,8 @@ def test_cached_feature_path_reads_the_same_pair_features_as_per_pair_feast_read
 
 def test_fused_topology_serves_the_same_answers(app, pipeline):
     """serve.topology=fused (the three classes inside the Ingress, no hops) answers like the in-process pipeline."""
-    from argusrank.platform.serve_app import start_serving
-    from argusrank.platform.serve_core import InProcessPipeline
+    from argusrank.platform.serving.run import start_serving
+    from argusrank.platform.serving.flow import InProcessPipeline
 
     cfg = pipeline["cfg"]
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": "fused"})})
@@ -347,11 +358,12 @@ def test_fused_topology_serves_the_same_answers(app, pipeline):
     body = app.post("/rank", json={"user_id": int(pipeline["users"][0]), "item_ids": given}).json()
     _assert_same(_items(body), _items(pipe.rank(int(pipeline["users"][0]), given)))
     assert app.post("/recommend", json={"user_id": 1, "k": 0}).status_code == 422
+    check_bad_requests(app, {"user_id": int(pipeline["users"][0]), "k": 5}, rounds=1)
 
 
 def test_direct_ingress_config_sets_serve_flags_on_controller_and_ingress_only():
     from argusrank.platform.config import load_config
-    from argusrank.platform.serve_app import serve_config
+    from argusrank.platform.serving.run import serve_config
 
     cfg = load_config(overrides={"serve.ingress": "direct", "serve.direct_port": 18101, "serve.topology": "fused"},
                       env={})
@@ -371,8 +383,8 @@ def test_direct_ingress_replica_answers_like_the_pipeline_without_the_proxy(app,
     proxy keeps serve.port. Restarts Serve (the flags apply when Serve starts), so it runs last in this module."""
     from ray import serve
 
-    from argusrank.platform.serve_app import direct_urls, start_serving
-    from argusrank.platform.serve_core import InProcessPipeline
+    from argusrank.platform.serving.run import direct_urls, start_serving
+    from argusrank.platform.serving.flow import InProcessPipeline
 
     cfg = pipeline["cfg"]
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={
@@ -391,5 +403,6 @@ def test_direct_ingress_replica_answers_like_the_pipeline_without_the_proxy(app,
         bad = direct.post("/recommend", json={"user_id": user, "k": 0})
         assert bad.status_code == 422 and "k" in bad.text
         assert direct.post("/rank", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+        check_bad_requests(direct, {"user_id": user, "k": 5}, rounds=1)
     proxied = app.post("/recommend", json={"user_id": user, "k": 10})  # the proxy still answers on serve.port
     _assert_same(_items(proxied.json()), _items(pipe.recommend(user, 10)))

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from argusrank.platform.evaluate import (
+from argusrank.platform.training.evaluate import (
     Catalog,
     pair_accuracy_eval,
     rank_metric_sums,
     ranking_eval,
     target_ranks,
 )
-from argusrank.platform.train import lr_lambda
+from argusrank.platform.training.worker import lr_lambda
 
 
 def _ref_rank(scores: list[float], t: int, excluded: set[int]) -> int:
@@ -149,12 +149,12 @@ def test_runs_keep_their_artifacts_under_the_home(tmp_path, monkeypatch):
     """A local (SQLite) store's experiment gets its artifact root under the home, not ./mlruns of the cwd."""
     import mlflow
 
-    from argusrank.platform import registry
+    from argusrank.platform import registry, tracking
     from argusrank.platform.config import load_config
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(overrides={"paths.home": str(tmp_path / "home"), "mlflow.experiment": "artifact-probe"}, env={})
-    with registry.start_run(cfg, "probe"):
+    with tracking.start_run(cfg, "probe"):
         mlflow.log_text("x", "a.txt")
         uri = mlflow.get_artifact_uri()
     assert uri.startswith((tmp_path / "home" / "mlartifacts").resolve().as_uri())

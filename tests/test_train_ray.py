@@ -98,7 +98,7 @@ def ray_runtime():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, dataset, ray_runtime):
     """One pre-training + one fine-tuning run, shared by the tests below."""
-    from argusrank.platform.train import run_finetune, run_pretrain
+    from argusrank.platform.training.jobs import run_finetune, run_pretrain
 
     cfg = make_cfg(tmp_path_factory.mktemp("home"))
     pre = run_pretrain(cfg, dataset)
@@ -107,7 +107,7 @@ def trained(tmp_path_factory, dataset, ray_runtime):
 
 
 def test_pretrain_learns_and_beats_popularity(trained, dataset):
-    from argusrank.platform.evaluate import evaluate_model
+    from argusrank.platform.training.evaluate import evaluate_model
 
     cfg, pre, _ = trained
     nip = [h["nip"] for h in pre["history"]]
@@ -126,7 +126,7 @@ def test_pretrain_learns_and_beats_popularity(trained, dataset):
 def test_registered_model_loads_by_alias_with_same_scores(trained, dataset):
     import mlflow
 
-    from argusrank.platform.evaluate import evaluate
+    from argusrank.platform.training.evaluate import evaluate
     from argusrank.platform.registry import load_argus
 
     cfg, pre, fin = trained
@@ -154,7 +154,8 @@ def test_registered_model_loads_by_alias_with_same_scores(trained, dataset):
 
 
 def test_promote_only_when_better(trained, dataset):
-    from argusrank.platform.registry import CHAMPION, promote, resolve_version, set_version_metrics
+    from argusrank.platform.registry import CHAMPION, resolve_version, set_version_metrics
+    from argusrank.platform.training.promote import promote
 
     cfg, _, _ = trained
     first = promote(cfg, version=1)
@@ -175,7 +176,7 @@ def test_promote_only_when_better(trained, dataset):
 
 
 def test_checkpoint_resume_gives_identical_metrics(tmp_path, dataset, ray_runtime):
-    from argusrank.platform.train import run_pretrain
+    from argusrank.platform.training.jobs import run_pretrain
 
     over = {"train.epochs": 2, "train.checkpoint_every": 10}
     full = run_pretrain(make_cfg(tmp_path / "a", **over), dataset, register=False)
@@ -193,7 +194,8 @@ def test_bad_configs_fail_before_training(tmp_path, dataset):
     import pydantic
     import ray
 
-    from argusrank.platform.train import ConfigError, run_finetune, run_pretrain
+    from argusrank.platform.training.checks import ConfigError
+    from argusrank.platform.training.jobs import run_finetune, run_pretrain
 
     was_running = ray.is_initialized()
     cases = [

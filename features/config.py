@@ -1,0 +1,92 @@
+"""The config sections the features layer reads: paths, data, synthetic generator, feature store.
+
+``platform/config.py`` composes them (with the model, training and serving sections) into
+the one ``ArgusrankConfig`` tree; features/ depends on nothing above it, so the store takes
+any object with ``paths`` and ``features`` sections (:class:`StoreConfig`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """A config section: unknown keys and wrong types are errors that name the field."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(Section):
+    home: Path = Path(".argusrank")  # made absolute by load_config
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "ray_results"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.home / "vectors"
+
+    @property
+    def feature_repo(self) -> Path:
+        return self.home / "feature_repo"
+
+    @property
+    def baseline_dir(self) -> Path:
+        return self.home / "baseline"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+
+class SynthConfig(Section):
+    """Synthetic planted-truth generator (features.synth)."""
+
+    n_users: int = Field(2000, gt=0)
+    n_items: int = Field(1000, gt=1)
+    dim: int = Field(16, gt=0)  # latent dimension of the true preferences
+    days: int = Field(60, gt=1)
+    organic_per_user: float = Field(40.0, gt=0)  # mean organic events per user over all days
+    requests_per_user: float = Field(12.0, gt=0)  # mean recommendation requests per user
+    slate_size: int = Field(8, gt=1)
+    zipf_a: float = Field(1.1, gt=0)
+    drift: float = Field(0.05, ge=0)  # per-day random-walk scale of user preferences
+    policy_noise: float = Field(1.0, ge=0)  # logging policy: noise on its affinity estimate
+    policy_popularity: float = Field(1.0, ge=0)  # logging policy: weight on log-popularity
+    quality_scale: float = Field(0.3, ge=0)  # std of the item quality bias (personal affinity has std 1)
+    feedback_noise: float = Field(0.5, ge=0)  # noise on true affinity when drawing feedback
+    organic_candidates: int = Field(16, gt=0)  # popularity-drawn items a user picks an organic event from
+    policy_candidates: int = Field(32, gt=1)  # popularity-drawn items the logging policy ranks per request
+
+
+class DataConfig(Section):
+    format: Literal["synth", "movielens-100k", "movielens", "sasrec", "yambda"] = "synth"
+    source: Path | None = None
+    synth: SynthConfig = SynthConfig()
+    test_days: float = Field(7.0, gt=0)  # temporal split: test window length after T
+    max_len: int = Field(200, gt=1)  # chunk length for pre-training
+    min_history: int = Field(2, ge=1)
+    pair_window_s: int = Field(3600, ge=0)  # pairs by time window when there is no request_id
+
+
+class FeaturesConfig(Section):
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "localhost:6379"
+    dot_product_mode: Literal["caller", "on_demand"] = "caller"  # caller: dot products in numpy (bench/README.md)
+    snapshot_every_s: int = Field(86400, gt=0)  # export: user-vector / baseline snapshot spacing
+    export_batch_size: int = Field(256, ge=1)  # Ray Data map_batches batch size
+    export_actors: int = Field(0, ge=0)  # model actors in the Ray Data pool; 0 = auto (2 on CPU, 1 per GPU)
+
+
+class StoreConfig(Protocol):
+    """What the feature store needs of a config: where things live and which online store."""
+
+    paths: PathsConfig
+    features: FeaturesConfig

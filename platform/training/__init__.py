@@ -1,0 +1,1 @@
+"""Training jobs: config checks, the Ray Train worker loop and driver, evaluation, promotion, quality."""

@@ -1,0 +1,151 @@
+"""Training killed with SIGKILL mid-epoch — the driver, and separately a worker — resumes to the same result.
+
+The driver case runs each job in its own process group (as `argusrank pretrain` would run), kills the
+whole group once a checkpoint exists, and reruns the same command: the run resumes from its checkpoint
+(same fingerprint) and ends with metrics equal to an uninterrupted run. The worker case kills the Ray
+Train worker process; `train.max_failures` restarts the worker group from the last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_train_ray import make_cfg, planted_dataset
+
+pytestmark = pytest.mark.ray
+
+OVER = {"train.num_workers": 1, "train.epochs": 3, "train.batch_size": 4, "train.checkpoint_every": 8}
+JOB = """
+import json, sys
+from argusrank.platform.config import load_config
+from argusrank.platform.training.jobs import run_pretrain
+cfg = load_config(None, json.loads(sys.argv[1]), env={})
+res = run_pretrain(cfg, sys.argv[2], register=False)
+print("RESULT " + json.dumps({"final": res["final"], "history": res["history"], "metrics": res["metrics"],
+                              "run_dir": res["run_dir"]}, default=str))
+"""
+
+
+def _overrides(home: Path) -> dict:
+    return make_cfg(home, **OVER).model_dump(mode="json")
+
+
+def _job(home: Path, data: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    return subprocess.Popen([sys.executable, "-c", JOB, json.dumps(_overrides(home)), str(data)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
+
+def _result(proc: subprocess.Popen, timeout: float = 600) -> dict:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-2000:]
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(line[len("RESULT "):])
+
+
+def _wait_for_checkpoint(home: Path, proc: subprocess.Popen | None = None, timeout: float = 300) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = sorted((home / "ray_results").glob("pretrain-*/checkpoint_*"))
+        if found:
+            return found[0]
+        assert proc is None or proc.poll() is None, "the job ended before its first checkpoint"
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data") / "planted"
+    planted_dataset(d, n_users=120, length=60)
+    return d
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data):
+    return _result(_job(tmp_path_factory.mktemp("full"), data))
+
+
+def test_driver_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path, data, uninterrupted):
+    home = tmp_path / "killed"
+    proc = _job(home, data)
+    _wait_for_checkpoint(home, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started (its local Ray)
+    proc.wait(timeout=60)
+    resumed = _result(_job(home, data))
+    assert resumed["final"] and Path(resumed["run_dir"]).parent == home / "ray_results"
+    assert resumed["history"] == uninterrupted["history"]
+    assert resumed["metrics"] == uninterrupted["metrics"]
+
+
+def test_worker_killed_mid_epoch_restarts_from_the_checkpoint(tmp_path, data, uninterrupted):
+    import ray
+    from ray.util.state import list_actors
+
+    from argusrank.platform.training.jobs import run_pretrain
+
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", object_store_memory=200_000_000,
+             configure_logging=False, log_to_driver=False)
+    try:
+        home = tmp_path / "worker"
+        cfg = make_cfg(home, **OVER, **{"train.max_failures": 1})
+        out: dict = {}
+        job = threading.Thread(target=lambda: out.update(run_pretrain(cfg, data, register=False)))
+        job.start()
+        _wait_for_checkpoint(home)
+        workers = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "TrainWorker" in a.class_name]
+        assert workers, [a.class_name for a in list_actors()]
+        os.kill(workers[0].pid, signal.SIGKILL)
+        job.join(timeout=600)
+    finally:
+        ray.shutdown()
+    assert out["final"]
+    assert out["history"] == uninterrupted["history"]
+    assert json.loads(json.dumps(out["metrics"], default=str)) == uninterrupted["metrics"]
+
+
+def test_resume_is_keyed_by_the_dataset_contents_not_its_path(tmp_path):
+    from argusrank.platform.training.jobs import fingerprint
+
+    cfg = make_cfg(tmp_path / "home")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "metadata.json").write_text('{"n_events": 10, "max_timestamp": 99}')
+    assert fingerprint(cfg, a, "pretrain") == fingerprint(cfg, b, "pretrain")  # same data elsewhere
+    before = fingerprint(cfg, a, "pretrain")
+    (a / "metadata.json").write_text('{"n_events": 11, "max_timestamp": 99}')  # other data, same path
+    assert fingerprint(cfg, a, "pretrain") != before
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    from argusrank.platform.training.state import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    save_checkpoint(tmp_path, {"rng": rng_state(), "step": 3})
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(load_checkpoint(tmp_path)["rng"])  # every RNG state survives a weights-only load
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+
+    class Payload:  # a pickled object that would run code on load
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"model": Payload()}, tmp_path / "state.pt")
+    with pytest.raises(Exception, match="[Ww]eights"):
+        load_checkpoint(tmp_path)
