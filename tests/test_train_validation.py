@@ -1,0 +1,55 @@
+"""The validation split is held out like the test one and never trained on; the worker's
+training rows stop before it; quality's seed aggregation gives means and standard errors."""
+import math
+
+import numpy as np
+import pytest
+
+from argusrank.features.histories import build_histories
+from argusrank.features.splits import Split, train_histories, valid_arrays, validation_split
+from argusrank.features.synth import generate
+from argusrank.platform.config import SynthConfig
+
+
+@pytest.fixture(scope="module")
+def hist():
+    return build_histories(generate(SynthConfig(n_users=80, n_items=60, days=21, slate_size=5), seed=4).events)
+
+
+def test_temporal_validation_window_before_test_and_untrained(hist):
+    T_end = int(hist.timestamp.max()) + 1
+    test = Split("temporal", T_end - 3 * 86400, T_end)
+    v = validation_split(test, 2.0)
+    assert (v.T, v.T_end) == (test.T - 2 * 86400, test.T)
+    arr = valid_arrays(hist, v, 64)
+    ts = arr["timestamp"][arr["target_mask"]]
+    assert ts.size and (ts >= v.T).all() and (ts < test.T).all()
+    assert (arr["timestamp"][arr["valid"]] < test.T).all()  # nothing of the test window is fed in
+    train = train_histories(hist, Split("temporal", v.T))  # what the worker trains on
+    assert train.timestamp.max() < v.T
+
+
+def test_loo_validation_target_is_second_to_last_and_untrained(hist):
+    v = validation_split(Split("loo"), 7.0)
+    assert v == Split("loo")
+    arr = valid_arrays(hist, v, 64)
+    ends = hist.offsets[1:] - 1  # last event index of each user
+    u = np.searchsorted(hist.user_ids, arr["user_id"])
+    rows, cols = np.nonzero(arr["target_mask"])
+    assert (arr["timestamp"][rows, cols] == hist.timestamp[ends[u[rows]] - 1]).all()
+    train = train_histories(hist, v)
+    assert train.n_events == hist.n_events - 2 * hist.n_users
+
+
+def test_seed_means_and_standard_errors(monkeypatch):
+    from argusrank.platform.training import quality
+
+    fake = {0: 0.10, 1: 0.20, 2: 0.30}
+    monkeypatch.setattr(quality, "run_quality", lambda cfg, fmt, src, seed, **kw: {
+        "ndcg@10": fake[seed], "n_targets": 5, "model": "argus", "seed": seed, "run_id": f"r{seed}"})
+    out = quality.run_quality_seeds(None, "synth", None, [0, 1, 2], model="argus")
+    assert out["ndcg@10"] == pytest.approx(0.2)
+    assert out["ndcg@10_se"] == pytest.approx(0.1 / math.sqrt(3))
+    assert out["seeds"] == [0, 1, 2] and [r["seed"] for r in out["per_seed"]] == [0, 1, 2]
+    one = quality.run_quality_seeds(None, "synth", None, [1], model="argus")
+    assert one["ndcg@10"] == 0.2 and one["ndcg@10_se"] is None
