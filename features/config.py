@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Section(BaseModel):
@@ -82,6 +82,15 @@ class FeaturesConfig(Section):
     dot_product_mode: Literal["caller", "on_demand"] = "caller"  # caller: dot products in numpy (bench/README.md)
     snapshot_every_s: int = Field(86400, gt=0)  # export: user-vector / baseline snapshot spacing
     export_batch_size: int = Field(256, ge=1)  # Ray Data map_batches batch size
+    # vector spaces the export writes: tower (ranking feature, tower ANN), nip (NIP-head ANN candidates)
+    export_spaces: list[Literal["tower", "nip"]] = Field(default_factory=lambda: ["tower", "nip"], min_length=1)
+
+    @field_validator("export_spaces")
+    @classmethod
+    def _tower_first(cls, v: list[str]) -> list[str]:
+        if "tower" not in v:
+            raise ValueError("must include 'tower' (the ranker's argus_dot feature)")
+        return ["tower", *sorted(set(v) - {"tower"})]
     export_actors: int = Field(0, ge=0)  # model actors in the Ray Data pool; 0 = auto (2 on CPU, 1 per GPU)
 
 

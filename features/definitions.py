@@ -15,6 +15,7 @@ Parquet layout (one directory per view, any number of files)::
 
     VECTORS/user_vectors/*.parquet   user_id, user_vector list<float32>, user_model_version, event_timestamp, created
     VECTORS/item_vectors/*.parquet   item_id, item_vector list<float32>, item_model_version, event_timestamp, created
+    VECTORS/user_nip_vectors/, item_nip_vectors/   the same for the NIP head (features/vectors.py)
     BASELINE/user_stats/, item_stats/, user_item/, user_item_priors/   see features/baseline.py
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float32, Float64, Int64
 
 from argusrank.features.baseline import DOT_FEATURE, ITEM_STATS, USER_ITEM, USER_ITEM_PRIORS, USER_STATS
-from argusrank.features.vectors import DOT_VIEW, ITEM_VECTORS, USER_VECTORS
+from argusrank.features.vectors import DOT_VIEW, ITEM_VECTORS, USER_VECTORS, VIEW_OF
 
 
 def argus_dot_udf(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +74,14 @@ def build_definitions(vectors_dir: str | Path, baseline_dir: str | Path) -> dict
         schema=[Field(name="item_vector", dtype=Array(Float32)), Field(name="item_model_version", dtype=Int64)],
         description="ARGUS item tower output for the whole catalog",
     )
+    nip = {}
+    for kind, ent, what in (("user_nip", user, "ARGUS NIP-head query of a user's next (feed) event"),
+                            ("item_nip", item, "ARGUS NIP-head item embedding (NIP-ANN candidates)")):
+        nip[VIEW_OF[kind]] = FeatureView(
+            name=VIEW_OF[kind], entities=[ent], ttl=no_ttl, source=_source(VIEW_OF[kind], vectors_dir / VIEW_OF[kind]),
+            schema=[Field(name=f"{kind}_vector", dtype=Array(Float32)), Field(name=f"{kind}_model_version", dtype=Int64)],
+            description=what,
+        )
     views = {}
     for spec, entities in ((USER_STATS, [user]), (ITEM_STATS, [item]), (USER_ITEM, [user, item])):
         views[spec.name] = FeatureView(
@@ -92,7 +101,7 @@ def build_definitions(vectors_dir: str | Path, baseline_dir: str | Path) -> dict
         mode="python",
     )(_fresh(argus_dot_udf))
 
-    return {"user": user, "item": item, USER_VECTORS: user_vectors, ITEM_VECTORS: item_vectors, **views,
+    return {"user": user, "item": item, USER_VECTORS: user_vectors, ITEM_VECTORS: item_vectors, **nip, **views,
             DOT_VIEW: argus_dot_view}
 
 
@@ -108,3 +117,5 @@ item_stats = _DEFS[ITEM_STATS.name]
 user_item = _DEFS[USER_ITEM.name]
 user_item_priors = _DEFS[USER_ITEM_PRIORS.name]
 argus_dot_view = _DEFS[DOT_VIEW]
+user_nip_vectors = _DEFS[VIEW_OF["user_nip"]]
+item_nip_vectors = _DEFS[VIEW_OF["item_nip"]]

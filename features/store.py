@@ -27,7 +27,7 @@ from argusrank.features.baseline import DOT_FEATURE, RAW_REFS, USER_ITEM_PRIORS,
 from argusrank.features.config import StoreConfig
 from argusrank.features.io import atomic_write_text
 from argusrank.features.vectors import (
-    DOT_VIEW, ITEM_VECTORS, USER_VECTORS, check_versions, dot_products, to_matrix, to_versions,
+    DOT_VIEW, ITEM_VECTORS, USER_VECTORS, VIEW_OF, check_versions, dot_products, to_matrix, to_versions,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +43,7 @@ _STATE_FILE = "materialize_state.json"
 
 def view_dirs(cfg: StoreConfig) -> dict[str, Path]:
     """Offline parquet directory of every batch feature view."""
-    out = {USER_VECTORS: cfg.paths.vectors_dir / USER_VECTORS, ITEM_VECTORS: cfg.paths.vectors_dir / ITEM_VECTORS}
+    out = {view: cfg.paths.vectors_dir / view for view in VIEW_OF.values()}
     out.update({v.name: cfg.paths.baseline_dir / v.name for v in (*VIEWS, USER_ITEM_PRIORS)})
     return out
 
@@ -189,8 +189,17 @@ def _online(cfg: StoreConfig, refs: list[str], rows: dict[str, list]) -> dict[st
 
 def read_user_vectors(cfg: StoreConfig, user_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Online user vectors: ((N, d) float32 with NaN rows where missing, (N,) model versions, -1 where missing)."""
-    r = _online(cfg, USER_VEC_REFS, {"user_id": [int(u) for u in user_ids]})
-    return to_matrix(r["user_vector"]), to_versions(r["user_model_version"])
+    return read_user_spaces(cfg, user_ids, ("tower",))["tower"]
+
+
+def read_user_spaces(cfg: StoreConfig, user_ids: Sequence[int],
+                     spaces: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Online user vectors of several spaces (``tower``, ``nip``) in ONE Feast read:
+    ``{space: ((N, d) float32, NaN rows where missing; (N,) model versions, -1 where missing)}``."""
+    kinds = {space: "user" if space == "tower" else f"user_{space}" for space in spaces}
+    refs = [f"{VIEW_OF[k]}:{k}_{col}" for k in kinds.values() for col in ("vector", "model_version")]
+    r = _online(cfg, refs, {"user_id": [int(u) for u in user_ids]})
+    return {space: (to_matrix(r[f"{k}_vector"]), to_versions(r[f"{k}_model_version"])) for space, k in kinds.items()}
 
 
 def read_item_vectors(cfg: StoreConfig, item_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

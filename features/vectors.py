@@ -1,10 +1,10 @@
 """ARGUS vectors on disk: the one table layout, its files, model versions and archive.
 
-Layout under ``cfg.paths.vectors_dir``::
+Layout under ``cfg.paths.vectors_dir``, one view per *kind* (``user``, ``item``: the two towers;
+``user_nip``, ``item_nip``: the NIP head's user query and item embeddings, ``platform/inference.py``)::
 
-    user_vectors/<tag>.parquet   user_id, user_vector list<float32>, user_model_version, event_timestamp, created
-    item_vectors/<tag>.parquet   item_id, item_vector list<float32>, item_model_version, event_timestamp, created
-    archive/<view>/<tag>.parquet files of other model versions (moved by :func:`archive_other_versions`)
+    <kind>_vectors/<tag>.parquet  <entity>_id, <kind>_vector list<float32>, <kind>_model_version, event_timestamp, created
+    archive/<view>/<tag>.parquet  files of other model versions (moved by :func:`archive_other_versions`)
 
 A file is written under a hidden temporary name and renamed into place when complete
 (readers skip hidden files), so a crash never leaves a truncated file behind. Vectors
@@ -24,9 +24,10 @@ import pyarrow.dataset as ds
 from argusrank.features.config import StoreConfig
 from argusrank.features.io import atomic_write_table
 
-USER_VECTORS, ITEM_VECTORS = "user_vectors", "item_vectors"
+KINDS = ("user", "item", "user_nip", "item_nip")
+VIEW_OF = {kind: f"{kind}_vectors" for kind in KINDS}
+USER_VECTORS, ITEM_VECTORS = VIEW_OF["user"], VIEW_OF["item"]
 DOT_VIEW = "argus_dot_view"  # the on-demand Feast view computing argus_dot from the two vector views
-VIEW_OF = {"user": USER_VECTORS, "item": ITEM_VECTORS}
 
 
 class VectorVersionMismatch(ValueError):
@@ -35,13 +36,23 @@ class VectorVersionMismatch(ValueError):
 
 def _view(kind: str) -> str:
     if kind not in VIEW_OF:
-        raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     return VIEW_OF[kind]
+
+
+def entity(kind: str) -> str:
+    """``user`` or ``item``: whose vectors a kind holds."""
+    return kind.split("_")[0]
+
+
+def kind_of(entity_name: str, space: str) -> str:
+    """The kind of ``entity_name``'s vectors in ``space`` (``tower`` or ``nip``)."""
+    return entity_name if space == "tower" else f"{entity_name}_{space}"
 
 
 def vector_table(kind: str, ids: np.ndarray, vectors: np.ndarray, model_version: int,
                  event_ts_s: np.ndarray | int, created_s: float) -> pa.Table:
-    """The offline schema of a vector view: ``<kind>_id, <kind>_vector, <kind>_model_version, event_timestamp, created``.
+    """The offline schema of a vector view: ``<entity>_id, <kind>_vector, <kind>_model_version, event_timestamp, created``.
 
     ``ids`` (N,) int64, ``vectors`` (N, d) float32, ``event_ts_s`` scalar or (N,) seconds, ``created_s`` seconds.
     """
@@ -52,11 +63,11 @@ def vector_table(kind: str, ids: np.ndarray, vectors: np.ndarray, model_version:
         raise ValueError(f"{kind} vectors: {len(ids)} ids but {n} vectors")
     if not np.isfinite(vectors).all():
         row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-        raise ValueError(f"{kind} vector of {kind}_id={int(ids[row])} (row {row}) is not finite")
+        raise ValueError(f"{kind} vector of {entity(kind)}_id={int(ids[row])} (row {row}) is not finite")
     ev = np.broadcast_to(np.asarray(event_ts_s, dtype=np.float64), (n,))
     us = pa.timestamp("us", tz="UTC")
     return pa.table({
-        f"{kind}_id": pa.array(np.asarray(ids, dtype=np.int64)),
+        f"{entity(kind)}_id": pa.array(np.asarray(ids, dtype=np.int64)),
         f"{kind}_vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d).cast(pa.list_(pa.float32())),
         f"{kind}_model_version": pa.array(np.full(n, int(model_version), dtype=np.int64)),
         "event_timestamp": pa.array((ev * 1e6).astype(np.int64)).cast(us),
@@ -101,7 +112,7 @@ def read_version(cfg: StoreConfig, kind: str, version: int) -> tuple[np.ndarray,
     if t is None or t.num_rows == 0:
         raise LookupError(f"no {kind} vectors of model version {version} under {cfg.paths.vectors_dir}: "
                           "export that version first")
-    key = f"{kind}_id"
+    key = f"{entity(kind)}_id"
     t = t.sort_by([(key, "ascending"), ("created", "descending"), ("event_timestamp", "descending")])
     ids = t[key].to_numpy()
     t = t.filter(pa.array(np.r_[True, ids[1:] != ids[:-1]]))

@@ -1,10 +1,11 @@
 """``argusrank export``: the daily batch job that fills the offline feature store.
 
 From a registered ARGUS model (alias or version) it computes, with Ray Data
-(``map_batches`` with the model in a callable class, on GPU when present):
+(``map_batches`` with the model in a callable class, on GPU when present), for each
+space of ``features.export_spaces`` (``tower``; ``nip``: the NIP head, ``platform/inference.py``):
 
-- user vectors: the user state after the user's last event at or before
-  ``as_of - lag_s``, one row per (user, as_of) snapshot, ``event_timestamp = as_of``;
+- user vectors: from the user's last events at or before ``as_of - lag_s``, one row
+  per (user, as_of) snapshot, ``event_timestamp = as_of``;
 - item vectors for the whole catalog (``items.parquet``), ``event_timestamp`` =
   the first snapshot;
 
@@ -32,45 +33,32 @@ from argusrank.features.io import atomic_file, atomic_write_text
 from argusrank.features.splits import dataset_split
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
+from argusrank.platform.inference import item_vectors, user_vectors, window_arrays
 from argusrank.platform.ray_runtime import ray_session
 from argusrank.platform.tracking import start_run
 
 
-class UserTower:
-    """Ray Data callable: rows (user index, as_of, window start/length) -> user vectors."""
+class UserVectors:
+    """Ray Data callable: rows (user_id, as_of, window start/length) -> user vectors of one space."""
 
-    def __init__(self, model, hist, device: str):
-        import torch
-
-        self.torch, self.device = torch, device
-        self.model = model.to(device).eval()
-        self.hist = hist
+    def __init__(self, model, hist, device: str, space: str):
+        self.model, self.hist, self.device, self.space = model.to(device).eval(), hist, device, space
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from argusrank.features.sequences import gather_windows
-        from argusrank.models.batch import SequenceBatch
-
-        length = batch["length"].astype(np.int64)
-        arrays = gather_windows(self.hist, batch["start"].astype(np.int64), length, int(length.max()))  # (B, L)
-        with self.torch.no_grad():
-            vec = self.model.user_vectors(SequenceBatch.from_numpy(arrays, self.device))  # (B, d)
-        return {"user_id": batch["user_id"], "as_of": batch["as_of"], "vector": vec.float().cpu().numpy()}
+        arrays = window_arrays(self.hist, batch["start"], batch["length"], batch["as_of"], self.space,
+                               int(self.model.cfg.max_len))
+        vec = user_vectors(self.model, arrays, self.space, self.device)  # (B, d)
+        return {"user_id": batch["user_id"], "as_of": batch["as_of"], "vector": vec}
 
 
-class ItemTower:
-    """Ray Data callable: item IDs -> item vectors."""
+class ItemVectors:
+    """Ray Data callable: item IDs -> item vectors of one space."""
 
-    def __init__(self, model, device: str):
-        import torch
-
-        self.torch, self.device = torch, device
-        self.model = model.to(device).eval()
+    def __init__(self, model, device: str, space: str):
+        self.model, self.device, self.space = model.to(device).eval(), device, space
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ids = self.torch.as_tensor(batch["item_id"].astype(np.int64), device=self.device)
-        with self.torch.no_grad():
-            vec = self.model.item_vectors(ids)  # (B, d)
-        return {"item_id": batch["item_id"], "vector": vec.float().cpu().numpy()}
+        return {"item_id": batch["item_id"], "vector": item_vectors(self.model, batch["item_id"], self.space, self.device)}
 
 
 def user_windows(hist, snaps: np.ndarray, lag_s: int, max_len: int) -> pa.Table:
@@ -109,7 +97,7 @@ def _stream(ds, kind: str, total: int, version: int, created: float, out: Path, 
             for b in ds.iter_batches(batch_size=4096, batch_format="numpy"):
                 ts = b["as_of"] if event_ts is None else event_ts
                 vecs = np.stack(b["vector"]) if b["vector"].dtype == object else b["vector"]
-                t = vectors.vector_table(kind, b[f"{kind}_id"], vecs, version, ts, created)
+                t = vectors.vector_table(kind, b[f"{vectors.entity(kind)}_id"], vecs, version, ts, created)
                 writer = writer or pq.ParquetWriter(tmp, t.schema)
                 writer.write_table(t)
                 rows += t.num_rows
@@ -172,25 +160,27 @@ def export_vectors(
     items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
     with ray_session():
         model_cpu = model.cpu()
-        t0 = time.perf_counter()
-        ds_u = _map(ray.data.from_arrow(_blocks(windows, 2048)), UserTower,
-                    {"model": model_cpu, "hist": hist, "device": device}, cfg, use_gpu)
-        user_path = vectors.vector_path(cfg, "user", tag)
-        n_users = _stream(ds_u, "user", windows.num_rows, version, created, user_path, None)
-        t_user = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ds_i = _map(ray.data.from_arrow(_blocks(items, 4096)), ItemTower,
-                    {"model": model_cpu, "device": device}, cfg, use_gpu)
-        item_path = vectors.vector_path(cfg, "item", tag)
-        n_items = _stream(ds_i, "item", items.num_rows, version, created, item_path, int(snaps[0]))
-        t_item = time.perf_counter() - t0
+        for space in cfg.features.export_spaces:  # tower first: argus_dot and tower ANN; then the NIP head
+            prefix = "" if space == "tower" else f"{space}_"
+            for ent, table, block, cls, kwargs, event_ts in (
+                ("user", windows, 2048, UserVectors, {"hist": hist}, None),
+                ("item", items, 4096, ItemVectors, {}, int(snaps[0])),
+            ):
+                kind = vectors.kind_of(ent, space)
+                t0 = time.perf_counter()
+                ds = _map(ray.data.from_arrow(_blocks(table, block)), cls,
+                          {"model": model_cpu, "device": device, "space": space, **kwargs}, cfg, use_gpu)
+                path = vectors.vector_path(cfg, kind, tag)
+                n = _stream(ds, kind, table.num_rows, version, created, path, event_ts)
+                dt = time.perf_counter() - t0
+                report.update({f"{prefix}{ent}_vectors": str(path), f"{prefix}{ent}_rows": n,
+                               f"{prefix}{ent}_seconds": round(dt, 3),
+                               f"{prefix}{ent}_rows_per_s": round(n / max(dt, 1e-9), 1)})
     vectors.archive_other_versions(cfg, version)  # only now: the new version's files are complete
-    report.update(
-        user_vectors=str(user_path), item_vectors=str(item_path), user_rows=n_users, item_rows=n_items,
-        rows=n_users + n_items, user_seconds=round(t_user, 3), item_seconds=round(t_item, 3),
-        user_rows_per_s=round(n_users / max(t_user, 1e-9), 1), item_rows_per_s=round(n_items / max(t_item, 1e-9), 1),
-        rows_per_s=round((n_users + n_items) / max(t_user + t_item, 1e-9), 1),
-    )
+    tower = ("user", "item")
+    report.update(rows=sum(report[f"{e}_rows"] for e in tower),
+                  rows_per_s=round(sum(report[f"{e}_rows"] for e in tower)
+                                   / max(sum(report[f"{e}_seconds"] for e in tower), 1e-9), 1))
     atomic_write_text(json.dumps({**report, "dataset_dir": str(dataset_dir), "created": created}, indent=1),
                       cfg.paths.vectors_dir / "latest.json")
     with start_run(cfg, "export"):

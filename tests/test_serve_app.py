@@ -44,6 +44,18 @@ def _write_vectors(cfg, version: int, users: np.ndarray, items: np.ndarray, seed
     return dict(zip(users.tolist(), U)), V
 
 
+def _write_nip_vectors(cfg, version: int, users: np.ndarray, items: np.ndarray, seed: int, event_ts: int):
+    """NIP-head user queries / item embeddings of one model version; returns (UN by user id, VN)."""
+    from argusrank.features.vectors import vector_table, write_vectors
+
+    rng = np.random.default_rng(seed)
+    VN = rng.normal(size=(len(items), 8)).astype(np.float32)
+    UN = rng.normal(size=(len(users), 8)).astype(np.float32)
+    write_vectors(cfg, "user_nip", vector_table("user_nip", users, UN, version, event_ts, time.time()), f"v{version}")
+    write_vectors(cfg, "item_nip", vector_table("item_nip", items, VN, version, event_ts, time.time()), f"v{version}")
+    return dict(zip(users.tolist(), UN)), VN
+
+
 def _train_and_register(cfg, version: int, users: np.ndarray, items: np.ndarray, seed: int) -> int:
     """A real XGBRanker on online features of (user, item) samples; registered with alias champion."""
     import mlflow
@@ -89,7 +101,7 @@ def pipeline(tmp_path_factory):
     cfg = load_config(overrides={
         "paths.home": str(home), "data.synth.n_users": N_USERS, "data.synth.n_items": N_ITEMS, "data.synth.days": 6,
         "data.synth.dim": 4, "serve.port": _free_port(), "serve.num_candidates": N_CAND,
-        "serve.reload_interval_s": 0.5,
+        "serve.reload_interval_s": 0.5, "serve.topology": "composed", "serve.ingress": "proxy",
     }, env={})
     synthesize(cfg.data.synth, home / "data" / "synth", seed=0)
     events = read_events(home / "data" / "synth")
@@ -100,9 +112,11 @@ def pipeline(tmp_path_factory):
     users = np.unique(events["user_id"].to_numpy())
     items = np.arange(N_ITEMS, dtype=np.int64)
     U, V = _write_vectors(cfg, 1, users, items, seed=1, event_ts=end)
+    UN, VN = _write_nip_vectors(cfg, 1, users, items, seed=7, event_ts=end)
     materialize(cfg)
     ranker_v = _train_and_register(cfg, 1, users, items, seed=1)
-    return {"cfg": cfg, "users": users, "items": items, "U": U, "V": V, "end": end, "ranker_v": ranker_v}
+    return {"cfg": cfg, "users": users, "items": items, "U": U, "V": V, "UN": UN, "VN": VN, "end": end,
+            "ranker_v": ranker_v}
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +194,35 @@ def test_in_process_pipeline_equals_offline_for_both_feature_paths(pipeline, pat
     _assert_same(_items(got), reference_recommend(pipeline, user, 10, pipeline["ranker_v"]))
 
 
+def _popular_order(pipeline) -> list[int]:
+    t = ds.dataset(pipeline["cfg"].paths.baseline_dir / "item_stats").to_table().to_pandas()
+    t = t[t["event_timestamp"] == t["event_timestamp"].max()].set_index("item_id")
+    pop = t.reindex(pipeline["items"])[["item_pop_7d", "item_pop_30d"]].fillna(0.0).reset_index(drop=True)
+    pop["item_id"] = pipeline["items"]
+    return pop.sort_values(["item_pop_7d", "item_pop_30d", "item_id"], ascending=[False, False, True])["item_id"].tolist()
+
+
+def test_merged_candidate_sources_equal_a_reference_merge(pipeline):
+    """serve.candidates merges NIP-ANN, popularity and tower-ANN with quotas, de-duplicated, then ranks."""
+    from argusrank.platform.serving.flow import InProcessPipeline
+
+    cfg = pipeline["cfg"]
+    sources = [{"source": "nip", "k": 15}, {"source": "popular", "k": 10}, {"source": "tower", "k": 15}]
+    cfg = type(cfg).model_validate({**cfg.model_dump(mode="json"),
+                                    "serve": {**cfg.serve.model_dump(mode="json"), "candidates": sources}})
+    pipe, items = InProcessPipeline(cfg), pipeline["items"]
+    assert [c["source"] for c in pipe.state.info()["candidates"]] == ["nip", "popular", "tower"]
+    for user in pipeline["users"][:3].tolist():
+        lists = [items[np.argsort(-(pipeline["VN"] @ pipeline["UN"][user]), kind="stable")].tolist(),
+                 _popular_order(pipeline), items[np.argsort(-(pipeline["V"] @ pipeline["U"][user]), kind="stable")].tolist()]
+        merged: list[int] = []
+        for lst, src in zip(lists, sources):
+            merged += [i for i in lst if i not in merged][: src["k"]]
+        got = pipe.recommend(user, 10)
+        assert got["ranked_candidates"] == len(merged) == 40
+        _assert_same(_items(got), reference_rank(pipeline, user, np.asarray(merged), 10, pipeline["ranker_v"]))
+
+
 def test_recommend_and_rank_equal_offline_pipeline(app, pipeline):
     for user in pipeline["users"][:3].tolist():
         r = app.post("/recommend", json={"user_id": user, "k": 10})
@@ -237,17 +280,12 @@ def test_rank_names_unknown_items(app, pipeline):
 
 
 def test_unknown_user_gets_popular_fallback(app, pipeline):
-
-    t = ds.dataset(pipeline["cfg"].paths.baseline_dir / "item_stats").to_table().to_pandas()
-    t = t[t["event_timestamp"] == t["event_timestamp"].max()].set_index("item_id")
-    pop = t.reindex(pipeline["items"])[["item_pop_7d", "item_pop_30d"]].fillna(0.0).reset_index(drop=True)
-    pop["item_id"] = pipeline["items"]
-    want = pop.sort_values(["item_pop_7d", "item_pop_30d", "item_id"], ascending=[False, False, True])["item_id"]
-    r = app.post("/recommend", json={"user_id": UNKNOWN_USER, "k": 8, "exclude": [int(want.iloc[0])]})
+    want = _popular_order(pipeline)
+    r = app.post("/recommend", json={"user_id": UNKNOWN_USER, "k": 8, "exclude": [want[0]]})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["fallback"] == "unknown_user"
-    assert [i for i, _ in _items(body)] == want.iloc[1:9].tolist()
+    assert [i for i, _ in _items(body)] == want[1:9]
 
 
 def test_healthz_and_version(app, pipeline):
@@ -373,7 +411,8 @@ def test_direct_ingress_config_sets_serve_flags_on_controller_and_ingress_only()
     (dep,) = conf["applications"][0]["deployments"]
     assert dep["name"] == "Ingress"
     assert dep["ray_actor_options"]["runtime_env"]["env_vars"] == {"X": "1", **env}  # merged, not replaced
-    assert "controller_options" not in serve_config(load_config(env={}))  # proxy (default): Serve as shipped
+    proxy = load_config(overrides={"serve.ingress": "proxy"}, env={})
+    assert "controller_options" not in serve_config(proxy)  # proxy: Serve as shipped
     with pytest.raises(ValueError, match="direct_port"):
         load_config(overrides={"serve.port": 9000, "serve.direct_port": 9000}, env={})
 

@@ -20,14 +20,15 @@ import pyarrow.dataset as ds
 from argusrank.features import vectors
 from argusrank.features.baseline import lookup_sorted
 from argusrank.models.ann import AnnIndex, build_index
+from argusrank.models.candidate_merge import merge_candidates
 from argusrank.platform.config import ArgusrankConfig
 from argusrank.platform.serving.bundle import Bundle, NothingToServe, resolve_bundle
 
 
-def item_vectors(cfg: ArgusrankConfig, version: int) -> tuple[np.ndarray, np.ndarray]:
+def item_vectors(cfg: ArgusrankConfig, version: int, kind: str = "item") -> tuple[np.ndarray, np.ndarray]:
     """Item vectors of exactly one model version (``features.vectors.read_version``); NothingToServe if none."""
     try:
-        return vectors.read_version(cfg, "item", version)
+        return vectors.read_version(cfg, kind, version)
     except LookupError as exc:
         raise NothingToServe(str(exc)) from exc
 
@@ -51,11 +52,16 @@ def popular_items(cfg: ArgusrankConfig, catalog: np.ndarray) -> np.ndarray:
 
 @dataclass
 class CandidateState:
-    """Everything the CandidateGenerator needs for one bundle; replaced whole on hot swap."""
+    """Everything the CandidateGenerator needs for one bundle; replaced whole on hot swap.
+
+    ``index`` holds the tower item vectors (ANN source ``tower`` and the exact ``argus_dot`` of every
+    candidate), ``nip_index`` the NIP item embeddings of the same version when a source uses them."""
 
     bundle: Bundle
     index: AnnIndex  # item ids sorted ascending
     popularity: np.ndarray  # (N, 2) float64 aligned with index.item_ids: item_pop_7d, item_pop_30d
+    sources: list[dict] = field(default_factory=lambda: [{"source": "tower", "k": 500}])
+    nip_index: AnnIndex | None = None
     loaded_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -63,8 +69,15 @@ class CandidateState:
         self.popular_order = np.lexsort((ids, -pop[:, 1], -pop[:, 0]))  # (N,) fallback order; last key primary
 
     def info(self) -> dict[str, Any]:
-        return {"model_versions": self.bundle.as_dict(), "index": {"kind": self.index.kind, "items": self.index.size,
-                "dim": self.index.dim}, "loaded_at": self.loaded_at}
+        def about(ix: AnnIndex) -> dict:
+            return {"kind": ix.kind, "items": ix.size, "dim": ix.dim}
+
+        spaces = {"tower": self.index, "nip": self.nip_index}
+        cands = [{**src, "model_version": None if src["source"] == "popular" else self.bundle.argus_version,
+                  **({"index": about(spaces[src["source"]])} if src["source"] in spaces else {})}
+                 for src in self.sources]
+        return {"model_versions": self.bundle.as_dict(), "index": about(self.index), "candidates": cands,
+                "loaded_at": self.loaded_at}
 
     def popular(self, k: int, exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of the fallback order minus ``exclude``: ids (k,), scores (= item_pop_7d) (k,)."""
@@ -79,45 +92,88 @@ class CandidateState:
         pos = self.index.positions(item_ids)
         return np.where(pos >= 0, self.popularity[np.maximum(pos, 0), 0], 0.0).astype(np.float32)
 
+    def source_lists(self, vecs: dict[str, np.ndarray], usable: dict[str, np.ndarray], n: int,
+                     excludes: list) -> np.ndarray:
+        """(b, n) catalog positions, best first (-1 padded): the configured sources merged (per-source quotas,
+        de-duplicated; a source without a usable user vector contributes nothing), topped up from the tower
+        source when ``n`` exceeds the quotas."""
+        sources = list(self.sources)
+        if n > sum(s["k"] for s in sources):
+            sources.append({"source": "tower", "k": n - sum(s["k"] for s in sources)})
+        b, lists, before = len(excludes), [], 0
+        for src in sources:
+            want = int(src["k"]) + before  # enough to fill the quota whatever earlier sources took
+            if src["source"] == "popular":
+                pos = np.full((b, want), -1, np.int64)
+                for row, ex in enumerate(excludes):
+                    ids = self.popular(want, ex)[0]
+                    pos[row, : len(ids)] = self.index.positions(ids)
+            else:
+                index = self.index if src["source"] == "tower" else self.nip_index
+                pos = np.full((b, want), -1, np.int64)
+                rows = np.flatnonzero(usable[src["source"]])
+                if len(rows):
+                    ids, _ = index.search(vecs[src["source"]][rows], want, [excludes[r] for r in rows])
+                    pos[rows] = np.where(ids >= 0, self.index.positions(ids), -1)
+            lists.append(pos)
+            before += int(src["k"])
+        return merge_candidates(lists, [int(s["k"]) for s in sources], self.index.size)[:, :n]
+
 
 def load_candidate_state(cfg: ArgusrankConfig, bundle: Bundle | None = None) -> CandidateState:
-    """Resolve the bundle (unless given), load its item vectors and build the ANN index and fallback order."""
+    """Resolve the bundle (unless given), load its item vectors and build the ANN indexes and fallback order."""
     bundle = bundle or resolve_bundle(cfg)
-    ids, vecs = item_vectors(cfg, bundle.argus_version)  # ids sorted ascending
     s = cfg.serve
-    index = build_index(ids, vecs, s.ann, exact_max_items=s.exact_max_items, hnsw_m=s.hnsw_m,
-                        ef_construction=s.hnsw_ef_construction, ef_search=s.hnsw_ef_search,
-                        model_version=str(bundle.argus_version))
-    return CandidateState(bundle, index, popular_items(cfg, ids))
+    ann = dict(exact_max_items=s.exact_max_items, hnsw_m=s.hnsw_m, ef_construction=s.hnsw_ef_construction,
+               ef_search=s.hnsw_ef_search, model_version=str(bundle.argus_version))
+    ids, vecs = item_vectors(cfg, bundle.argus_version)  # ids sorted ascending
+    sources = [src.model_dump() for src in s.candidate_sources()]
+    nip_index = None
+    if any(src["source"] == "nip" for src in sources):
+        nip_ids, nip_vecs = item_vectors(cfg, bundle.argus_version, kind="item_nip")
+        if not np.array_equal(nip_ids, ids):
+            raise NothingToServe(f"NIP and tower item vectors of version {bundle.argus_version} cover different "
+                                 "items: export both from that version")
+        nip_index = build_index(nip_ids, nip_vecs, s.ann, **ann)
+    return CandidateState(bundle, build_index(ids, vecs, s.ann, **ann), popular_items(cfg, ids), sources, nip_index)
 
 
 def generate_candidates(
     cfg: ArgusrankConfig, state: CandidateState, requests: Sequence[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Candidates for a batch of requests: one Feast read of the user vectors, one ANN search.
+    """Candidates for a batch of requests: one Feast read of the user vectors, one ANN search per source.
 
-    A request is ``{user_id, n, exclude?}`` (top-n by ANN) or ``{user_id, items}`` (score exactly
-    these items); ``force_fallback`` (a reason) asks for the fallback answer. Each answer:
-    ``{item_ids, scores, model_versions, fallback, ranked}``; ``fallback`` is None, ``"unknown_user"``
-    or ``"version_mismatch"``, and then the items are the popular ones best first (``ranked``), or
-    the given items scored by popularity: never scored with another version's vectors.
+    A request is ``{user_id, n, exclude?}`` (the configured sources merged, n items) or ``{user_id, items}``
+    (score exactly these items); ``force_fallback`` (a reason) asks for the fallback answer. Each answer:
+    ``{item_ids, scores, model_versions, fallback, ranked}`` where ``scores`` are the exact tower dot products
+    (the ranker's ``argus_dot``); ``fallback`` is None, ``"unknown_user"`` or ``"version_mismatch"``, and then
+    the items are the popular ones best first (``ranked``), or the given items scored by popularity: never
+    scored with another version's vectors.
     """
-    from argusrank.features.store import read_user_vectors
+    from argusrank.features.store import read_user_spaces
 
     users = [int(r["user_id"]) for r in requests]
-    vecs, versions = read_user_vectors(cfg, users)  # (B, d) NaN rows when missing, (B,) -1 when missing
-    known = (versions >= 0) & (np.isfinite(vecs).all(axis=1) if vecs.size else False)
+    spaces = ["tower"] + (["nip"] if state.nip_index is not None else [])
+    read = read_user_spaces(cfg, users, spaces)  # {space: ((B, d) NaN rows when missing, (B,) -1 when missing)}
+    vecs = {space: read[space][0] for space in spaces}
+    usable = {space: (read[space][1] == state.bundle.argus_version) & np.isfinite(vecs[space]).all(axis=1)
+              if vecs[space].size else np.zeros(len(users), bool) for space in spaces}
+    versions = read["tower"][1]
+    known = (versions >= 0) & (np.isfinite(vecs["tower"]).all(axis=1) if vecs["tower"].size else False)
     forced = np.array([bool(r.get("force_fallback")) for r in requests])
     ok = known & (versions == state.bundle.argus_version) & ~forced
     out: list[dict[str, Any]] = [{} for _ in requests]
     search = [i for i in np.flatnonzero(ok) if requests[i].get("items") is None]
     if search:
         n = max(int(requests[i]["n"]) for i in search)
-        ids, sc = state.index.search(vecs[search], n, [requests[i].get("exclude") for i in search])  # (b, n)
+        pos = state.source_lists({sp: v[search] for sp, v in vecs.items()},
+                                 {sp: u[search] for sp, u in usable.items()}, n,
+                                 [requests[i].get("exclude") for i in search])  # (b, n)
         for row, i in enumerate(search):
-            m = int(requests[i]["n"])
-            keep = ids[row, :m] >= 0
-            out[i] = {"item_ids": ids[row, :m][keep], "scores": sc[row, :m][keep]}
+            p = pos[row, : int(requests[i]["n"])]
+            p = p[p >= 0]
+            out[i] = {"item_ids": state.index.item_ids[p],
+                      "scores": (state.index.vectors[p] @ vecs["tower"][i]).astype(np.float32)}
     for i, r in enumerate(requests):
         items = r.get("items")
         if items is not None:  # /rank: items outside the served catalog are answered, and named

@@ -1,0 +1,44 @@
+"""The exported vectors: the NIP query of the serving context equals the model's own query at the next event."""
+import numpy as np
+import pytest
+import torch
+
+from argusrank.features.histories import build_histories
+from argusrank.features.schema import SURFACE_CODE
+from argusrank.features.synth import generate
+from argusrank.models.argus import ArgusModel
+from argusrank.models.config import preset
+from argusrank.platform.config import load_config
+from argusrank.platform.inference import item_vectors, user_vectors, window_arrays
+
+
+@pytest.mark.parametrize("encoder", ["simplified", "full"])
+def test_nip_query_of_the_serving_slot_equals_the_query_at_a_real_next_event(encoder):
+    cfg = load_config(env={}, overrides={"data.synth.n_users": 30, "data.synth.n_items": 50, "data.synth.days": 5})
+    hist = build_histories(generate(cfg.data.synth, seed=0).events)
+    torch.manual_seed(0)
+    model = ArgusModel(preset("tiny", encoder=encoder)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    # users whose event j (j >= 1) is a feed recommendation: the query at j sees events < j and j's context only
+    feed = (hist.surface == SURFACE_CODE["feed"]) & ~hist.is_organic.astype(bool)
+    j = np.flatnonzero(feed & (np.arange(hist.n_events) > hist.offsets[hist.user_index()]))[:8]
+    u = hist.user_index()[j]
+    start = np.maximum(hist.offsets[u], j - 20)
+    full = window_arrays(hist, start, j - start + 1, hist.timestamp[j], "tower", 64)  # the real event j included
+    from argusrank.models.batch import SequenceBatch
+
+    with torch.no_grad():
+        want = model.nip_queries(SequenceBatch.from_numpy(full))[torch.arange(len(j)), torch.as_tensor(j - start)]
+    got = user_vectors(model, window_arrays(hist, start, j - start, hist.timestamp[j], "nip", 64), "nip")
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
+    assert item_vectors(model, hist.item_id[j], "nip").shape == (len(j), got.shape[1])
+
+
+def test_a_full_window_gives_up_its_oldest_event_for_the_serving_slot():
+    cfg = load_config(env={}, overrides={"data.synth.n_users": 5, "data.synth.n_items": 20, "data.synth.days": 5})
+    hist = build_histories(generate(cfg.data.synth, seed=1).events)
+    arr = window_arrays(hist, hist.offsets[:1], np.array([8]), np.array([10**9]), "nip", max_len=8)
+    assert arr["valid"].shape == (1, 8) and arr["valid"].all()
+    assert arr["item_id"][0, 0] == hist.item_id[hist.offsets[0] + 1] and arr["timestamp"][0, -1] == 10**9
