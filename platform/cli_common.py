@@ -78,6 +78,11 @@ def emit(result: dict, as_json: bool, title: str) -> None:
     flat = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
     flat.update({k: v for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float, str))})
     console.print(metrics_table(flat, title))
+    if result.get("candidate_recall"):
+        from argusrank.platform.training.candidate_recall import recall_table
+
+        flat["candidate_recall"] = result["candidate_recall"]
+        console.print(recall_table(result["candidate_recall"]))
     if as_json:
         typer.echo(_json.dumps(flat, default=str))
 

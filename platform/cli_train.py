@@ -54,6 +54,8 @@ def evaluate_cmd(
     protocol: Optional[str] = typer.Option(None, help="temporal | loo (default eval.protocol)."),
     negatives: Optional[str] = typer.Option(None, help="100 | all (default eval.negatives)."),
     filter_seen: Optional[bool] = typer.Option(None, "--filter-seen/--keep-seen", help="Full-catalog ranking: drop the user's earlier items."),
+    candidates: bool = typer.Option(False, "--candidates", help="Also candidate recall@100/@500 per source (popular, "
+                                    "tower, nip, merged = serve.candidates) on the temporal split, JSON key candidate_recall."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Evaluate a registered model: temporal split (NIP/FP losses, Recall/NDCG@K, PairAccuracy)
@@ -64,6 +66,10 @@ def evaluate_cmd(
                                   "eval.filter_seen": filter_seen})
     try:
         res = evaluate(cfg, dataset(cfg, data), model, protocol=cfg.eval.protocol, negatives=cfg.eval.negatives)
+        if candidates:
+            from argusrank.platform.training.candidate_recall import recall_of_registered
+
+            res["candidate_recall"] = recall_of_registered(cfg, dataset(cfg, data), model)
     except (LookupError, ValueError, FileNotFoundError) as exc:
         raise fail(f"evaluate: {exc}")
     emit(res, as_json, f"evaluation of {model} ({cfg.eval.protocol})")

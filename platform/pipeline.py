@@ -18,7 +18,7 @@ from argusrank.platform.config import ArgusrankConfig
 
 console = logs.console
 
-STAGES = ("data", "pretrain", "finetune", "popularity", "export", "materialize", "ranker")
+STAGES = ("data", "pretrain", "finetune", "popularity", "export", "candidates", "materialize", "ranker")
 
 
 def dataset_dir(cfg: ArgusrankConfig) -> Path:
@@ -58,6 +58,23 @@ def stage_export(cfg: ArgusrankConfig) -> dict[str, Any]:
     return export_vectors(cfg, dataset_dir(cfg), model_ref="candidate")
 
 
+def stage_candidates(cfg: ArgusrankConfig) -> dict[str, Any]:
+    """Candidate recall per source of the exported vectors (logged to MLflow, run ``candidates``)."""
+    from argusrank.platform.tracking import log_metrics, start_run
+    from argusrank.platform.training.candidate_recall import recall_of_registered, recall_table
+
+    recall = recall_of_registered(cfg, dataset_dir(cfg), "candidate")
+    with start_run(cfg, "candidates"):
+        import mlflow
+
+        for source, row in recall.items():
+            if isinstance(row, dict):
+                log_metrics(row, prefix=f"{source}.")
+        mlflow.log_dict(recall, "candidate_recall.json")
+    console.print(recall_table(recall))
+    return recall
+
+
 def stage_materialize(cfg: ArgusrankConfig) -> dict[str, Any]:
     from argusrank.features.store import materialize
 
@@ -76,6 +93,7 @@ STAGE_FUNCS: dict[str, Callable[[ArgusrankConfig], dict[str, Any]]] = {
     "finetune": stage_finetune,
     "popularity": stage_popularity,
     "export": stage_export,
+    "candidates": stage_candidates,
     "materialize": stage_materialize,
     "ranker": stage_ranker,
 }
@@ -114,6 +132,8 @@ def demo_summary(results: dict[str, Any]) -> dict[str, Any]:
     for stage in ("pretrain", "finetune"):
         if isinstance(results.get(stage), dict) and "model_version" in results[stage]:
             out[f"{stage}_model_version"] = results[stage]["model_version"]
+    if results.get("candidates"):
+        out["candidate_recall"] = {k: v for k, v in results["candidates"].items() if isinstance(v, dict)}
     return json.loads(json.dumps(out, default=str))
 
 

@@ -64,11 +64,59 @@ def _top(scores: torch.Tensor, seen: torch.Tensor | None, k: int) -> np.ndarray:
     return torch.where(torch.isfinite(top.values), top.indices, -1).numpy()
 
 
-def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model, sources: list[dict] | None = None,
-                     ks: tuple[int, ...] = KS, chunk: int = 256) -> dict[str, Any]:
+class ModelVectors:
+    """User vectors computed from the model at each snapshot (as the export would write them)."""
+
+    def __init__(self, model, hist, catalog: np.ndarray):
+        self.model, self.hist = model.eval(), hist
+        self.items = {space: item_vectors(self.model, catalog, space) for space in ("tower", "nip")}
+
+    def users(self, space: str, u: np.ndarray, end: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+        max_len = int(self.model.cfg.max_len)
+        start = np.maximum(self.hist.offsets[u], end - max_len)
+        return user_vectors(self.model, window_arrays(self.hist, start, end - start, as_of, space, max_len), space)
+
+
+class ExportedVectors:
+    """The vectors an export of ``version`` wrote: per (user, snapshot) rows, the catalog's item rows."""
+
+    def __init__(self, cfg: ArgusrankConfig, version: int, hist, catalog: np.ndarray):
+        import pyarrow.dataset as ds
+
+        from argusrank.features import vectors
+
+        self.hist, self.items, self.rows = hist, {}, {}
+        for space in ("tower", "nip"):
+            ids, vecs = vectors.read_version(cfg, vectors.kind_of("item", space), version)
+            pos, ok = baseline.lookup_sorted(ids, catalog)
+            self.items[space] = np.where(ok[:, None], vecs[np.maximum(pos, 0)], 0.0).astype(np.float32)
+            kind = vectors.kind_of("user", space)
+            t = ds.dataset(cfg.paths.vectors_dir / vectors.VIEW_OF[kind], format="parquet").to_table(
+                filter=ds.field(f"{kind}_model_version") == int(version))
+            uidx = np.searchsorted(hist.user_ids, t["user_id"].to_numpy())  # user index: keys stay < 2^63
+            key = uidx * 2**33 + t["event_timestamp"].cast("int64").to_numpy() // 10**6
+            order = np.argsort(key, kind="stable")
+            flat = t[f"{kind}_vector"].combine_chunks().flatten().to_numpy()
+            self.rows[space] = (key[order], flat.reshape(t.num_rows, -1)[order].astype(np.float32))
+
+    def users(self, space: str, u: np.ndarray, end: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+        keys, vecs = self.rows[space]
+        want = u.astype(np.int64) * 2**33 + as_of
+        i = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        if not np.array_equal(keys[i], want):
+            raise LookupError(f"the {space} export has no vector for some (user, snapshot): export with the "
+                              "default snapshots (daily from T) before measuring candidate recall")
+        return vecs[i]
+
+
+def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None, version: int | None = None,
+                     sources: list[dict] | None = None, ks: tuple[int, ...] = KS, chunk: int = 256,
+                     more_merges: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     """``{"popular"|"tower"|"nip"|"merged": {"recall@K": x, "recall@K_seen_filtered": y, ...}, "n_targets": n}``.
 
-    ``sources``: the merge (default ``cfg.serve.candidates``, i.e. what ``/recommend`` serves)."""
+    User and item vectors: the exported ones of ``version`` (what serving reads), else computed from ``model``.
+    ``sources``: the merge (default ``cfg.serve.candidates``, i.e. what ``/recommend`` serves);
+    ``more_merges``: other merges to compare, reported as ``merged[<name>]``."""
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
     from argusrank.platform.export import default_snapshots
@@ -83,9 +131,9 @@ def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model, sourc
     t_pos = np.searchsorted(catalog, hist.item_id[target])
     q_user, q_snap, inv, n_known = _queries(hist, hist.user_index()[target], hist.timestamp[target], snaps)
     popular = _popular_orders(events, snaps, catalog)
-    kmax, C, max_len = max(ks), len(catalog), int(model.cfg.max_len)
-    model = model.eval()
-    items = {space: torch.as_tensor(item_vectors(model, catalog, space)) for space in ("tower", "nip")}
+    kmax, C = max(ks), len(catalog)
+    vecs = ExportedVectors(cfg, version, hist, catalog) if version is not None else ModelVectors(model, hist, catalog)
+    items = {space: torch.as_tensor(v) for space, v in vecs.items.items()}
     lists = {(name, f): np.full((len(q_user), kmax), -1, np.int64) for name in SOURCES for f in (False, True)}
     for lo in range(0, len(q_user), chunk):
         sl = slice(lo, lo + chunk)
@@ -102,16 +150,17 @@ def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model, sourc
         for space in ("tower", "nip"):
             scores = pop.clone()
             if known.any():
-                start = np.maximum(hist.offsets[u[known]], end[known] - max_len)
-                arr = window_arrays(hist, start, end[known] - start, snaps[s[known]], space, max_len)
-                scores[torch.as_tensor(known)] = torch.as_tensor(user_vectors(model, arr, space)) @ items[space].T
+                users = vecs.users(space, u[known], end[known], snaps[s[known]])
+                scores[torch.as_tensor(known)] = torch.as_tensor(users) @ items[space].T
             for f in (False, True):
                 lists[(space, f)][sl] = _top(scores, seen if f else None, kmax)
     out: dict[str, Any] = {}
-    for f in (False, True):
-        picked = [lists[(src["source"], f)] for src in sources]
-        lists[("merged", f)] = merge_candidates(picked, [int(src["k"]) for src in sources], C)
-    for name in (*SOURCES, "merged"):
+    merges = {"merged": sources, **{f"merged[{name}]": m for name, m in (more_merges or {}).items()}}
+    for name, merge in merges.items():
+        for f in (False, True):
+            picked = [lists[(src["source"], f)] for src in merge]
+            lists[(name, f)] = merge_candidates(picked, [int(src["k"]) for src in merge], C)
+    for name in (*SOURCES, *merges):
         res = {}
         for f in (False, True):
             hit_at = (lists[(name, f)][inv] == t_pos[:, None])  # (n_targets, K)
@@ -121,3 +170,33 @@ def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model, sourc
         out[name] = res
     out["n_targets"] = int(target.sum())
     return out
+
+
+def recall_of_registered(cfg: ArgusrankConfig, dataset_dir: str | Path, model_ref: str | int,
+                         **kw: Any) -> dict[str, Any]:
+    """Candidate recall of a registered ARGUS version: its exported vectors when they exist (what serving
+    reads), else vectors computed from the model."""
+    from argusrank.features import vectors
+    from argusrank.platform import registry
+
+    model, version = registry.load_argus(cfg, model_ref)
+    try:
+        exported = all(vectors.read_version(cfg, kind, version) is not None for kind in vectors.KINDS)
+    except LookupError:
+        exported = False
+    return candidate_recall(cfg, dataset_dir, model=model, version=version if exported else None, **kw)
+
+
+def recall_table(recall: dict[str, Any]):
+    """A rich table: one row per source, recall@K with seen items kept and filtered."""
+    from rich.table import Table
+
+    keys = [k for k in next(v for v in recall.values() if isinstance(v, dict))]
+    t = Table(title=f"candidate recall ({recall.get('n_targets', '?')} test-window positives)")
+    t.add_column("source")
+    for k in keys:
+        t.add_column(k.replace("_seen_filtered", " (seen filtered)"), justify="right")
+    for name, row in recall.items():
+        if isinstance(row, dict):
+            t.add_row(name, *(f"{row[k]:.4f}" for k in keys))
+    return t

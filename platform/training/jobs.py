@@ -131,6 +131,7 @@ def run_pretrain(cfg: ArgusrankConfig, dataset_dir: str | Path, register: bool =
             return res
         model = _build_model(mc.to_dict(), out["state"])
         res["n_parameters"] = model.num_parameters()
+        res["model"] = model  # the trained model in memory (not in the JSON): quality's candidate recall
         mlflow.log_param("n_parameters", res["n_parameters"])
         log_curves(out["history"], "pretrain_curves")
         metrics = evaluate_model(cfg, dataset_dir, model, protocol=protocol, negatives=cfg.eval.negatives,

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from argusrank.features.sources import FORMATS, build_dataset
 from argusrank.features.splits import PROTOCOLS
 from argusrank.platform.config import ArgusrankConfig, with_overrides
@@ -134,6 +136,10 @@ def run_quality(
                 "popularity_ndcg@10": pop.get("ndcg@10"), "popularity_hr@10": pop.get("hr@10")})
     out.setdefault("ndcg@10", math.nan)
     out.setdefault("hr@10", math.nan)
+    if protocol == "temporal" and res.get("model") is not None:  # candidate sources on the same split
+        from argusrank.platform.training.candidate_recall import candidate_recall
+
+        out["candidate_recall"] = candidate_recall(qcfg, data, model=res["model"])
     return out
 
 
@@ -204,5 +210,9 @@ def run_quality_seeds(cfg: ArgusrankConfig, fmt: str, src: str | Path | None, se
             vals = [r.get(k) for r in runs]
             if all(isinstance(x, (int, float)) and math.isfinite(x) for x in vals):
                 out[k], out[f"{k}_se"] = _mean_se([float(x) for x in vals])
+    if all("candidate_recall" in r for r in runs):  # mean over seeds, source by source
+        first = runs[0]["candidate_recall"]
+        out["candidate_recall"] = {src: {k: float(np.mean([r["candidate_recall"][src][k] for r in runs])) for k in row}
+                                   if isinstance(row, dict) else row for src, row in first.items()}
     out.update(seed=seeds[0], seeds=list(seeds), per_seed=runs, run_id=[r["run_id"] for r in runs])
     return out
