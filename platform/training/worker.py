@@ -280,7 +280,9 @@ def train_loop(config: dict) -> None:
                 ndcg_sum, n = all_reduce(list(validation_sums(model, valid, all_items)), "sum")
                 model.train()
                 history[-1]["valid_ndcg@10"] = ndcg_sum / max(n, 1.0)
-                if history[-1]["valid_ndcg@10"] > best["metric"]:
+                if n == 0:  # no validation targets: train on to the epoch count or the budget
+                    pass
+                elif history[-1]["valid_ndcg@10"] > best["metric"]:
                     best = {"metric": history[-1]["valid_ndcg@10"], "bad": 0,
                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                 else:
