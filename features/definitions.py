@@ -25,12 +25,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float32, Float64, Int64
 
 from argusrank.features.baseline import DOT_FEATURE, ITEM_STATS, USER_ITEM, USER_ITEM_PRIORS, USER_STATS
-from argusrank.features.vectors import DOT_VIEW, ITEM_VECTORS, USER_VECTORS, VIEW_OF
+from argusrank.features.vectors import DOT_VIEW, ITEM_VECTORS, USER_VECTORS, USER_VECTORS_PUSH, VIEW_OF
 
 
 def argus_dot_udf(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -64,8 +64,9 @@ def build_definitions(vectors_dir: str | Path, baseline_dir: str | Path) -> dict
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="a user")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, description="a catalog item")
     no_ttl = timedelta(0)  # vectors and snapshots stay valid until replaced
-    user_vectors = FeatureView(
-        name=USER_VECTORS, entities=[user], ttl=no_ttl, source=_source(USER_VECTORS, vectors_dir / USER_VECTORS),
+    user_push = PushSource(name=USER_VECTORS_PUSH, batch_source=_source(USER_VECTORS, vectors_dir / USER_VECTORS))
+    user_vectors = FeatureView(  # daily export (batch) + fresh vectors pushed online (platform/serving/fresh.py)
+        name=USER_VECTORS, entities=[user], ttl=no_ttl, source=user_push,
         schema=[Field(name="user_vector", dtype=Array(Float32)), Field(name="user_model_version", dtype=Int64)],
         description="ARGUS user state after the user's last event as of the export time",
     )

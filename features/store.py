@@ -27,7 +27,7 @@ from argusrank.features.baseline import DOT_FEATURE, RAW_REFS, USER_ITEM_PRIORS,
 from argusrank.features.config import StoreConfig
 from argusrank.features.io import atomic_write_text
 from argusrank.features.vectors import (
-    DOT_VIEW, ITEM_VECTORS, USER_VECTORS, VIEW_OF, check_versions, dot_products, to_matrix, to_versions,
+    DOT_VIEW, ITEM_VECTORS, USER_VECTORS, USER_VECTORS_PUSH, VIEW_OF, check_versions, dot_products, to_matrix, to_versions,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,6 +178,14 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
 
 
 # --- online reads --------------------------------------------------------------------------
+
+def push_user_vectors(cfg: StoreConfig, table: pa.Table) -> None:
+    """Write user vectors (``vectors.vector_table("user", ...)`` rows) to the online store now, through
+    Feast's push source: the next online read sees them. A row replaces the user's older vector."""
+    from feast.data_source import PushMode
+
+    get_store(cfg).push(USER_VECTORS_PUSH, table.to_pandas(), to=PushMode.ONLINE)
+
 
 def _floats(values: Sequence[Any]) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)

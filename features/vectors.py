@@ -28,6 +28,7 @@ KINDS = ("user", "item", "user_nip", "item_nip")
 VIEW_OF = {kind: f"{kind}_vectors" for kind in KINDS}
 USER_VECTORS, ITEM_VECTORS = VIEW_OF["user"], VIEW_OF["item"]
 DOT_VIEW = "argus_dot_view"  # the on-demand Feast view computing argus_dot from the two vector views
+USER_VECTORS_PUSH = "user_vectors_push"  # Feast push source of the user vectors (fresh vectors, online)
 
 
 class VectorVersionMismatch(ValueError):

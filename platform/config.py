@@ -102,6 +102,7 @@ class ServeConfig(Section):
     as_of: float | None = None  # fixed request time (epoch s) for replaying old data; None = wall clock
     max_exclude: int = Field(10_000, ge=0)  # /recommend: most item ids in `exclude`
     max_rank_items: int = Field(2_000, ge=1)  # /rank: most item ids per request
+    max_events: int = Field(1_000, ge=1)  # POST /events: most events per request
     max_body_bytes: int = Field(262_144, ge=1024)  # larger request bodies get 413
     batch_max_size: int = Field(16, ge=1)  # @serve.batch of CandidateGenerator and Ranker
     batch_wait_timeout_s: float = Field(0.0, ge=0)  # 0: batch only what is already queued (no added latency)
@@ -172,6 +173,11 @@ class ArgusrankConfig(Section):
     @classmethod
     def _absolute_home(cls, v: PathsConfig) -> PathsConfig:
         return PathsConfig(home=Path(v.home).expanduser().resolve())
+
+    @property
+    def dataset_dir(self) -> Path:
+        """The configured dataset directory: ``<home>/data/<data.format>``."""
+        return self.paths.data_dir / self.data.format
 
     @property
     def tracking_uri(self) -> str:

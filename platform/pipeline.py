@@ -23,7 +23,7 @@ STAGES = ("data", "pretrain", "finetune", "popularity", "export", "candidates", 
 
 def dataset_dir(cfg: ArgusrankConfig) -> Path:
     """Where the demo's dataset lives (``<home>/data/<format>``)."""
-    return cfg.paths.data_dir / cfg.data.format
+    return cfg.dataset_dir
 
 
 def stage_data(cfg: ArgusrankConfig) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 from browser import rendered_figures
@@ -65,6 +66,11 @@ def test_demo_no_serve_json_runs_every_stage(demo_run):
         assert noise not in out.stderr, noise
     assert "mlflow ui --backend-store-uri sqlite:///" in out.stderr.replace("\n", "")
     assert result["report"] == str(home / "report.html")
+    recall = result["candidate_recall"]  # every source, on the temporal split
+    assert set(recall) == {"popular", "tower", "nip", "merged"}
+    for row in recall.values():
+        assert 0.0 <= row["recall@100"] <= row["recall@500"] <= 1.0
+        assert row["recall@100_seen_filtered"] <= row["recall@500_seen_filtered"]
 
 
 def test_demo_report_shows_the_real_runs_and_every_figure_loads(demo_run, tmp_path):
@@ -92,15 +98,14 @@ def test_serve_run_of_the_repo_serve_yaml_answers_on_loopback(demo_run, tmp_path
     proc = subprocess.Popen([serve_bin, "run", str(tmp_path / "serve.yaml")], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline, ok = time.time() + 300, False
-        while time.time() < deadline and proc.poll() is None and not ok:
-            try:
-                ok = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        deadline, r = time.time() + 360, None
+        while time.time() < deadline and proc.poll() is None and (r is None or r.status_code != 200):
+            try:  # the Ingress answers before the deployments behind it finished starting: retry /recommend
+                r = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"user_id": 0, "k": 5}, timeout=60)
             except httpx.HTTPError:
-                time.sleep(2)
-        assert ok, f"serve run did not answer (exit code {proc.poll()})"
-        r = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"user_id": 0, "k": 5}, timeout=30)
-        assert r.status_code == 200 and len(r.json()["items"]) == 5
+                time.sleep(3)
+        assert r is not None and r.status_code == 200, f"serve run did not answer (exit code {proc.poll()})"
+        assert len(r.json()["items"]) == 5
         assert httpx.get(f"http://127.0.0.1:{port}/version", timeout=30).json()["topology"] == "composed"
     finally:
         if proc.poll() is None:
@@ -143,6 +148,21 @@ def test_serve_cli_direct_ingress_answers_and_stops_on_repeated_sigterm(demo_run
         b = httpx.post(f"http://127.0.0.1:{port}/recommend", json=body, timeout=30)
         assert a.status_code == b.status_code == 200
         assert a.json()["items"] == b.json()["items"] and len(a.json()["items"]) == 5
+        # POST /events: the valid event is kept (and moves user 0's vector in the online store), the bad one named
+        from argusrank.features import store
+        from argusrank.platform.config import load_config
+
+        cfg = load_config(env={}, overrides={"paths.home": str(home)})
+        before = store.read_user_vectors(cfg, [0])[0]
+        t = int(json.loads((home / "data" / "synth" / "metadata.json").read_text())["max_timestamp"]) + 60
+        events = {"events": [{"user_id": 0, "item_id": 3, "timestamp": t, "played_ratio": 1.0, "liked": True},
+                             {"user_id": 0, "item_id": "x", "timestamp": t}]}
+        r = httpx.post(f"{url}/events", json=events, timeout=120)
+        assert r.status_code == 207, r.text
+        assert r.json()["accepted"] == 1 and r.json()["rejected"][0]["reason"].startswith("item_id")
+        assert r.json()["vectors"][0]["event_timestamp"] == t
+        assert not np.allclose(store.read_user_vectors(cfg, [0])[0], before)
+        assert httpx.post(f"{url}/events", json={"events": [{"user_id": -1}]}, timeout=30).status_code == 422
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)

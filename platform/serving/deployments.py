@@ -35,13 +35,13 @@ from argusrank.platform.config import ArgusrankConfig, load_config, parse_sets
 from argusrank.platform.serving.bundle import resolve_bundle
 from argusrank.platform.serving.candidates import generate_candidates, load_candidate_state
 from argusrank.platform.serving.flow import StageFailed, answer, isolate_failures
-from argusrank.platform.serving.http import RankBody, RecommendBody, api, parse_body
+from argusrank.platform.serving.http import RankBody, RecommendBody, api, parse_body, parse_events, parse_json
 from argusrank.platform.serving.ranking import RankerCache
 from argusrank.platform.serving.ranking_features import ItemFeatureCache, features_or_mismatch
 from argusrank.platform.serving.replica import replica_init
 
 logger = logging.getLogger("ray.serve")
-DEPLOYMENTS = ("CandidateGenerator", "FeatureService", "Ranker", "Ingress")
+DEPLOYMENTS = ("CandidateGenerator", "FeatureService", "Ranker", "EventIngest", "Ingress")
 
 
 def _cfg(cfg: dict) -> ArgusrankConfig:
@@ -200,11 +200,12 @@ class Ingress:
 
     @replica_init
     def __init__(self, candidates: DeploymentHandle | None, features: DeploymentHandle | None,
-                 ranker: DeploymentHandle | None, cfg: dict):
+                 ranker: DeploymentHandle | None, events: DeploymentHandle | None, cfg: dict):
         self.cfg = _cfg(cfg)
         if self.cfg.serve.topology == "fused":
-            candidates, features, ranker = (LocalHandle(d, cfg) for d in (CandidateGenerator, FeatureService, Ranker))
-        self.candidates, self.features_stage, self.ranker = candidates, features, ranker
+            candidates, features, ranker, events = (LocalHandle(d, cfg) for d in (CandidateGenerator, FeatureService,
+                                                                                  Ranker, EventIngest))
+        self.candidates, self.features_stage, self.ranker, self.events = candidates, features, ranker, events
 
     # --- the three stages, for flow.answer ------------------------------------------------
     async def generate(self, req: dict) -> dict:
@@ -258,6 +259,23 @@ class Ingress:
         req = {"user_id": body.user_id, "items": body.item_ids}
         return await self._answer(req, body.user_id, len(body.item_ids), body.as_of)
 
+    @api.post("/events")
+    async def post_events(self, request: Request) -> JSONResponse:
+        """One event or ``{"events": [...]}``: 200 all accepted, 207 some rejected (each named), 422 none."""
+        from argusrank.features.online_events import validate_events
+
+        records = parse_events(await parse_json(request, self.cfg.serve.max_body_bytes), self.cfg.serve.max_events)
+        accepted, rejected = validate_events(records)  # settled here: only valid events reach the log
+        if not accepted.num_rows:
+            raise HTTPException(422, [f"events[{r['row']}].{r['reason']}" for r in rejected])
+        try:
+            out = await self._call(self.events.ingest, accepted)
+        except Exception as exc:  # noqa: BLE001 - one line in the log, a 500 naming it to the client
+            logger.error("argusrank: /events failed: %s: %s", type(exc).__name__, exc)
+            raise HTTPException(500, f"internal error while ingesting events: {type(exc).__name__}: {exc}")
+        out["rejected"] = rejected
+        return JSONResponse(out, status_code=207 if rejected else 200)
+
     @api.get("/healthz")
     async def healthz(self) -> dict:
         return {"status": "ok"}
@@ -286,7 +304,7 @@ def build_app(args: dict[str, Any] | None = None):
     resolve_bundle(cfg)  # fail the deploy early, with what to run, when nothing is registered
     c = cfg.model_dump(mode="json")
     if cfg.serve.topology == "fused":
-        return Ingress.bind(None, None, None, c)
-    return Ingress.bind(CandidateGenerator.bind(c), FeatureService.bind(c), Ranker.bind(c), c)
+        return Ingress.bind(None, None, None, None, c)
+    return Ingress.bind(CandidateGenerator.bind(c), FeatureService.bind(c), Ranker.bind(c), EventIngest.bind(c), c)
 
 

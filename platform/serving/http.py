@@ -74,15 +74,31 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def parse_body(request: Request, model: type[BaseModel], limit: int) -> BaseModel:
-    """Read, decode and validate a JSON body into ``model`` (400 / 413 / 422 with the field named)."""
+async def parse_json(request: Request, limit: int):
+    """Read and decode a JSON body (400 when it is not JSON or nested too deeply, 413 past ``limit`` bytes)."""
     body = await read_body(request, limit)
     try:
-        obj = json.loads(body or b"null", parse_int=_json_int)
+        return json.loads(body or b"null", parse_int=_json_int)
     except (ValueError, UnicodeDecodeError) as exc:  # incl. JSONDecodeError and ints past Python's digit limit
         raise HTTPException(400, f"request body is not valid JSON: {exc}")
     except RecursionError:
         raise HTTPException(400, "request body is nested too deeply")
+
+
+def parse_events(obj, max_events: int) -> list:
+    """``POST /events`` bodies: one event object, or ``{"events": [...]}`` (each event is validated later, with
+    the importer's rules, so one bad event does not reject the others)."""
+    events = obj.get("events") if isinstance(obj, dict) and set(obj) == {"events"} else [obj]
+    if not isinstance(events, list) or not events:
+        raise HTTPException(422, ["events: must be a non-empty list of event objects"])
+    if len(events) > max_events:
+        raise HTTPException(422, [f"events: at most {max_events} per request, got {len(events)}"])
+    return events
+
+
+async def parse_body(request: Request, model: type[BaseModel], limit: int) -> BaseModel:
+    """Read, decode and validate a JSON body into ``model`` (400 / 413 / 422 with the field named)."""
+    obj = await parse_json(request, limit)
     if not isinstance(obj, dict):
         raise HTTPException(422, "request body must be a JSON object")
     try:

@@ -1,0 +1,107 @@
+"""Fresh user vectors: events ingested online are logged durably and move the user's vector in the online store
+to exactly what a full pass over the user's history (offline events, then the new ones) gives."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from argusrank.platform.config import load_config
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A registered tiny ARGUS model, its vectors at the data's end in the online store."""
+    from argusrank.features import store, vectors
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events
+    from argusrank.features.synth import synthesize
+    from argusrank.models.argus import ArgusModel
+    from argusrank.models.config import preset
+    from argusrank.platform import registry
+    from argusrank.platform.inference import item_vectors, user_vectors, window_arrays
+    from argusrank.platform.tracking import start_run
+
+    home = tmp_path_factory.mktemp("fresh")
+    cfg = load_config(env={}, overrides={"paths.home": str(home), "data.synth.n_users": 40, "data.synth.n_items": 60,
+                                         "data.synth.days": 6})
+    synthesize(cfg.data.synth, cfg.dataset_dir, seed=0)
+    torch.manual_seed(0)
+    model = ArgusModel(preset("tiny")).eval()
+    with start_run(cfg, "fresh-test"):
+        version = registry.log_argus_model(cfg, model)
+    model, _ = registry.load_argus(cfg, version)
+    hist = build_histories(read_events(cfg.dataset_dir))
+    end = int(hist.timestamp.max())
+    start = np.maximum(hist.offsets[:-1], hist.offsets[1:] - model.cfg.max_len)
+    U = user_vectors(model, window_arrays(hist, start, hist.offsets[1:] - start, None, "tower", model.cfg.max_len), "tower")
+    items = np.unique(hist.item_id)
+    now = time.time()
+    vectors.write_vectors(cfg, "user", vectors.vector_table("user", hist.user_ids, U, version, end, now), "v")
+    vectors.write_vectors(cfg, "item", vectors.vector_table("item", items, item_vectors(model, items, "tower"),
+                                                            version, end, now), "v")
+    store.materialize(cfg)
+    return {"cfg": cfg, "model": model, "version": version, "hist": hist, "end": end, "items": items}
+
+
+def _full_pass(served, user: int, new: list[dict]) -> np.ndarray:
+    """Reference: the user's offline events plus ``new``, one causal pass over the last max_len."""
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events
+    from argusrank.features.online_events import validate_events
+    from argusrank.platform.inference import user_vectors, window_arrays
+
+    ev = read_events(served["cfg"].dataset_dir)
+    ev = ev.filter(pa.compute.equal(ev["user_id"], user))
+    hist = build_histories(pa.concat_tables([ev, validate_events(new)[0]]))
+    L = served["model"].cfg.max_len
+    start = np.maximum(hist.offsets[:1], hist.offsets[1:] - L)
+    return user_vectors(served["model"], window_arrays(hist, start, hist.offsets[1:] - start, None, "tower", L), "tower")[0]
+
+
+def test_ingested_events_move_the_online_vector_to_a_full_pass(served):
+    from argusrank.features import store
+    from argusrank.features.online_events import OnlineEventLog
+    from argusrank.platform.serving.bundle import Bundle
+    from argusrank.platform.serving.fresh import FreshVectors
+
+    cfg, user = served["cfg"], int(served["hist"].user_ids[3])
+    before, _ = store.read_user_vectors(cfg, [user])
+    fresh = FreshVectors(cfg, Bundle(argus_version=served["version"], ranker_version=0))
+    t = served["end"] + 60
+    first = [{"user_id": user, "item_id": int(served["items"][5]), "timestamp": t, "is_organic": True,
+              "surface": "search", "event_type": "listen", "played_ratio": 0.95, "liked": True},
+             {"user_id": user, "item_id": -4, "timestamp": t}]  # rejected, the first is kept
+    out = fresh.ingest(first)
+    assert out["accepted"] == 1 and out["rejected"] == [{"row": 1, "reason": "item_id: below 0"}]
+    assert out["vectors"] == [{"user_id": user, "event_timestamp": t, "model_version": served["version"]}]
+    got, ver = store.read_user_vectors(cfg, [user])
+    want = _full_pass(served, user, first[:1])
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-5)
+    assert ver.tolist() == [served["version"]] and not np.allclose(got[0], before[0])
+    second = [{"user_id": user, "item_id": int(served["items"][9]), "timestamp": t + 30, "is_organic": False,
+               "surface": "feed", "played_ratio": 0.1}]
+    fresh.ingest(second)  # the cached window plus the new event
+    np.testing.assert_allclose(store.read_user_vectors(cfg, [user])[0][0], _full_pass(served, user, first[:1] + second),
+                               rtol=1e-4, atol=1e-5)
+    # durable: another process (a restarted replica) finds every accepted event in the log
+    logged = OnlineEventLog(cfg.paths.home / "online" / "events.db").user_events(user)
+    assert logged["timestamp"].to_pylist() == [t, t + 30]
+
+
+def test_a_user_unknown_offline_gets_a_vector_from_the_online_events_alone(served):
+    from argusrank.features import store
+    from argusrank.platform.serving.bundle import Bundle
+    from argusrank.platform.serving.fresh import FreshVectors
+
+    cfg, user = served["cfg"], 10**9 + 7
+    assert np.isnan(store.read_user_vectors(cfg, [user])[0]).all()
+    fresh = FreshVectors(cfg, Bundle(argus_version=served["version"], ranker_version=0))
+    events = [{"user_id": user, "item_id": int(i), "timestamp": served["end"] + k, "played_ratio": 1.0}
+              for k, i in enumerate(served["items"][:3])]
+    assert fresh.ingest(events)["accepted"] == 3
+    np.testing.assert_allclose(store.read_user_vectors(cfg, [user])[0][0], _full_pass(served, user, events),
+                               rtol=1e-4, atol=1e-5)
