@@ -64,6 +64,7 @@ class SynthConfig(Section):
     feedback_noise: float = Field(0.5, ge=0)  # noise on true affinity when drawing feedback
     organic_candidates: int = Field(16, gt=0)  # popularity-drawn items a user picks an organic event from
     policy_candidates: int = Field(32, gt=1)  # popularity-drawn items the logging policy ranks per request
+    session_scale: float = Field(0.0, ge=0)  # std of a per-user daily session interest (0: none; features/synth.py)
 
 
 class DataConfig(Section):

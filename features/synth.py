@@ -5,7 +5,11 @@ The generative story (all numpy, vectorized, seeded):
 - items ``1..n_items`` have latent vectors ``v_i ~ N(0, I/dim)``, a small quality
   bias ``b_i ~ N(0, quality_scale^2)`` and Zipf popularity (random rank order);
 - users have latent preferences ``u(t)`` that drift slowly: a random walk over
-  weekly knots (step ``drift * sqrt(7)`` per dimension), linearly interpolated;
+  weekly knots (step ``drift * sqrt(7)`` per dimension), linearly interpolated; with
+  ``session_scale > 0`` each user also has a **session interest** per day,
+  ``s_{u,day} ~ N(0, session_scale^2 I)``, added to ``u(t)`` for every event of that day:
+  short-term taste that only the user's own recent events reveal (a daily-lagged
+  vector cannot see it; 0 turns it off and leaves the data unchanged);
 - **true affinity** ``a(u, i, t) = u(t) . v_i + b_i`` (personal part has unit
   variance and dominates the item bias);
 - organic events: the user picks, among ``organic_candidates`` items drawn by
@@ -55,6 +59,7 @@ class SynthData:
     item_bias: np.ndarray  # (n_items + 1,) float32 quality bias
     popularity: np.ndarray  # (n_items + 1,) float64 Zipf probabilities (0 at row 0)
     knot_times: np.ndarray  # (K,) int64 epoch seconds
+    user_sessions: np.ndarray | None = None  # (n_users, days, dim) session interests (session_scale > 0)
 
 
 def _sigmoid(x):
@@ -99,7 +104,17 @@ def _feedback(aff: np.ndarray, mood: np.ndarray, cfg: SynthConfig, rng):
     return played, liked, disliked
 
 
-def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, policy_cdf, zlogpop):
+def _prefs(knots: np.ndarray, sessions: np.ndarray | None, user_idx: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Preferences at dataset-relative seconds ``t``: the drifting ``u(t)`` plus the day's session interest."""
+    u = user_state(knots, user_idx, t)
+    if sessions is None:
+        return u
+    day = np.clip(np.asarray(t) // 86400, 0, sessions.shape[1] - 1)
+    return u + sessions[user_idx, day]
+
+
+def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, policy_cdf, zlogpop,
+           session_rng=None):
     horizon = cfg.days * 86400
     n_knots = int(horizon // KNOT_S) + 2
     d = cfg.dim
@@ -109,6 +124,8 @@ def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, 
     steps[:, 1:] *= cfg.drift * np.sqrt(KNOT_S / 86400)
     knots = np.cumsum(steps, axis=1, dtype=np.float32)  # (nb, K, d)
     mood = rng.normal(0.0, 0.25, n_users).astype(np.float32)
+    sessions = (cfg.session_scale * session_rng.standard_normal((n_users, cfg.days, d))).astype(np.float32) \
+        if cfg.session_scale > 0 else None  # its own RNG stream: the knob at 0 leaves every other draw unchanged
     n_org = rng.poisson(cfg.organic_per_user * activity)
     n_req = rng.poisson(cfg.requests_per_user * activity)
 
@@ -116,7 +133,7 @@ def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, 
     ou = np.repeat(np.arange(n_users), n_org)
     ot = rng.integers(0, horizon, ou.size)
     cand = _sample(pop_cdf, rng, (ou.size, cfg.organic_candidates))
-    aff = _affinity(user_state(knots, ou, ot), v, b, cand)
+    aff = _affinity(_prefs(knots, sessions, ou, ot), v, b, cand)
     pick = np.argmax(aff / 0.5 + rng.gumbel(size=aff.shape), axis=1)
     o_item = cand[np.arange(ou.size), pick]
     o_aff = aff[np.arange(ou.size), pick]
@@ -128,7 +145,7 @@ def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, 
     ru = np.repeat(np.arange(n_users), n_req)
     rt = rng.integers(0, horizon, ru.size)
     cand = np.sort(_sample(policy_cdf, rng, (ru.size, cfg.policy_candidates)), axis=1)
-    aff = _affinity(user_state(knots, ru, rt), v, b, cand)
+    aff = _affinity(_prefs(knots, sessions, ru, rt), v, b, cand)
     score = aff + cfg.policy_noise * rng.standard_normal(aff.shape) + cfg.policy_popularity * zlogpop[cand]
     score[:, 1:][cand[:, 1:] == cand[:, :-1]] = -np.inf  # never show an item twice in one slate
     top = np.argsort(-score, axis=1, kind="stable")[:, :S]  # (R, S) by policy rank = position
@@ -153,23 +170,25 @@ def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, 
         "disliked": np.concatenate([o_dis, s_dis.ravel()]),
         "aff": np.concatenate([o_aff, s_aff.ravel()]).astype(np.float32),
     }
-    return cols, knots, ru.size
+    return cols, (knots, sessions), ru.size
 
 
 def generate(cfg: SynthConfig, seed: int) -> SynthData:
     """Generate events and planted truth (same ``cfg`` and ``seed`` -> identical output)."""
     children = np.random.SeedSequence(seed).spawn(1 + -(-cfg.n_users // USER_BLOCK))
+    session_seeds = np.random.SeedSequence([seed, 1]).spawn(len(children))
     v, b, pop = _items(cfg, np.random.default_rng(children[0]))
     pop_cdf = np.cumsum(pop)
     policy_p = pop**0.5
     policy_cdf = np.cumsum(policy_p / policy_p.sum())
     logpop = np.log(np.where(pop > 0, pop, 1.0))
     zlogpop = ((logpop - logpop[1:].mean()) / (logpop[1:].std() + 1e-9)).astype(np.float32)
-    parts, knots_all, n_requests = [], [], 0
+    parts, knots_all, sessions_all, n_requests = [], [], [], 0
     for blk, first in enumerate(range(0, cfg.n_users, USER_BLOCK)):
         nb = min(USER_BLOCK, cfg.n_users - first)
-        cols, knots, n_req = _block(cfg, np.random.default_rng(children[1 + blk]), first, nb, v, b,
-                                    pop_cdf, policy_cdf, zlogpop)
+        cols, (knots, sessions), n_req = _block(cfg, np.random.default_rng(children[1 + blk]), first, nb, v, b,
+                                                pop_cdf, policy_cdf, zlogpop, np.random.default_rng(session_seeds[blk]))
+        sessions_all.append(sessions)
         cols["req"] = np.where(cols["req"] >= 0, cols["req"] + n_requests, -1)
         n_requests += n_req
         parts.append(cols)
@@ -206,6 +225,7 @@ def generate(cfg: SynthConfig, seed: int) -> SynthData:
         item_bias=b,
         popularity=pop,
         knot_times=T0 + KNOT_S * np.arange(n_knots, dtype=np.int64),
+        user_sessions=np.concatenate(sessions_all, axis=0) if cfg.session_scale > 0 else None,
     )
 
 
@@ -218,7 +238,8 @@ def synthesize(cfg: SynthConfig, out_dir, seed: int) -> dict:
             "accepted": data.events.num_rows, "rejected": 0, "generate_s": round(gen_s, 3)}
     meta["truth"] = {"n_impressions": data.truth.num_rows, "dir": str(Path(out_dir) / "truth")}
     truth = {"truth": data.truth, **{n: getattr(data, n) for n in ("user_factors", "item_factors", "item_bias",
-                                                                   "popularity", "knot_times")}}
+                                                                   "popularity", "knot_times", "user_sessions")
+                                     if getattr(data, n) is not None}}
     return write_dataset(out_dir, data.events, concat_rejected([]), meta, truth=truth)
 
 
@@ -231,6 +252,6 @@ def load_truth_factors(dataset_dir) -> dict[str, np.ndarray]:
 def true_affinity(factors: dict[str, np.ndarray], user_id: np.ndarray, item_id: np.ndarray,
                   timestamp: np.ndarray) -> np.ndarray:
     """Oracle affinity a(u, i, t) (n,) from :func:`load_truth_factors` (for any user/item/time)."""
-    u = user_state(factors["user_factors"], np.asarray(user_id), np.asarray(timestamp) - T0)
+    u = _prefs(factors["user_factors"], factors.get("user_sessions"), np.asarray(user_id), np.asarray(timestamp) - T0)
     v, b = factors["item_factors"], factors["item_bias"]
     return (u * v[item_id]).sum(-1) + b[item_id]

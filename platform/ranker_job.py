@@ -73,6 +73,24 @@ def _importance_plot(models: dict[str, Any]):
     return fig
 
 
+def ranker_rows(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """The ranker's impressions of the test window with point-in-time features (Feast, daily vectors),
+    the train mask (earliest ``ranker.train_frac`` of requests) and the vectors' model version."""
+    from argusrank.features import store
+
+    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
+    imp = impressions(dataset_dir, split.T, split.T_end)
+    if imp.empty:
+        raise ValueError(f"no recommendation impressions (request_id set) after T={split.T} in {dataset_dir}")
+    feats = store.historical_features(cfg, imp[["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]])
+    version = check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
+                             feats["item_model_version"].fillna(-1).astype(np.int64).to_numpy())
+    if not np.isfinite(feats["argus_dot"].to_numpy()).any():
+        raise ValueError("no impression in the ranker window has both vectors as of its time: "
+                         "export snapshots at or before the window (argusrank export) and retry")
+    return feats, split_requests(feats, cfg.ranker.train_frac), version
+
+
 def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, Any]:
     """Train baseline and +ARGUS rankers on the same point-in-time data; returns the metrics.
 
@@ -82,24 +100,11 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     """
     import mlflow
 
-    from argusrank.features import store
-
     t0 = time.perf_counter()
-    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
-    t_split, t_end = split.T, split.T_end
-    imp = impressions(dataset_dir, t_split, t_end)
-    if imp.empty:
-        raise ValueError(f"no recommendation impressions (request_id set) after T={t_split} in {dataset_dir}")
-    feats = store.historical_features(cfg, imp[["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]])
-    version = check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
-                                   feats["item_model_version"].fillna(-1).astype(np.int64).to_numpy())
+    feats, is_train, version = ranker_rows(cfg, dataset_dir)
     coverage = float(np.isfinite(feats["argus_dot"].to_numpy()).mean())
-    if coverage == 0:
-        raise ValueError("no impression in the ranker window has both vectors as of its time: "
-                         "export snapshots at or before the window (argusrank export) and retry")
     raw = {c: feats[c].to_numpy() for c in feats.columns}
     ts, grades, groups = feats["ts"].to_numpy(), feats["grade"].to_numpy(), feats["request_id"].to_numpy()
-    is_train = split_requests(feats, cfg.ranker.train_frac)
     t_features = time.perf_counter() - t0
 
     r = cfg.ranker
