@@ -161,6 +161,30 @@ def mlflow_ui_hint(cfg: ArgusrankConfig, port: int = 5000) -> str:
             f"{cfg.mlflow.ranker_model_name!r} with their source runs")
 
 
+def probe_fresh_vectors(url: str, body: dict, before: dict, t: int) -> None:
+    """Post a few events for the sample user (three of the items just recommended, skipped, and a like of the
+    last one), then ask again: the answer moves with the fresh vector, and says when it was computed."""
+    import httpx
+
+    items = [it["item_id"] for it in before.get("items", [])][:4]
+    if len(items) < 4:
+        return
+    events = [{"user_id": body["user_id"], "item_id": i, "timestamp": t + 60 * (k + 1), "is_organic": False,
+               "surface": "feed", "played_ratio": 0.05} for k, i in enumerate(items[:3])]
+    events.append({"user_id": body["user_id"], "item_id": items[3], "timestamp": t + 240, "is_organic": False,
+                   "surface": "feed", "played_ratio": 1.0, "liked": True})
+    posted = httpx.post(f"{url}/events", json={"events": events}, timeout=120)
+    console.print(f"[bold]POST {url}/events[/bold] (3 skips of the top items, 1 like) -> {posted.status_code}")
+    if posted.status_code != 200:
+        console.print(posted.text)
+        return
+    vec = posted.json()["vectors"][0]
+    after = httpx.post(f"{url}/recommend", json=body, timeout=30).json()
+    console.print(f"fresh user vector: model version {vec['model_version']}, as of event time {vec['event_timestamp']}")
+    console.print(f"top-10 before: {[it['item_id'] for it in before['items']]}")
+    console.print(f"top-10 after:  {[it['item_id'] for it in after['items']]}")
+
+
 def serve_and_probe(cfg: ArgusrankConfig) -> str:
     """Start the Serve app (non-blocking) and print one sample ``/recommend`` call."""
     import httpx
@@ -179,6 +203,7 @@ def serve_and_probe(cfg: ArgusrankConfig) -> str:
     resp = httpx.post(f"{url}/recommend", json=body, timeout=30)
     console.print(f"[bold]POST {url}/recommend {json.dumps(body)}[/bold] -> {resp.status_code}")
     console.print_json(resp.text)
+    probe_fresh_vectors(url, body, resp.json(), int(read_metadata(dataset_dir(cfg))["max_timestamp"]))
     console.print(
         f"\n[bold green]Serving on {url}[/]  try:\n"
         f"  curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{json.dumps(body)}'\n"
