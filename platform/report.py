@@ -1,7 +1,7 @@
 """``argusrank report``: what the runs in a home produced, gathered from where they left it.
 
 Reads only: the dataset's ``metadata.json``, the MLflow experiment's runs (the newest finished
-run of each stage, by the ``argusrank.stage`` tag), the model registry (versions, aliases, tags,
+run of each stage, by the ``argusrank.stage`` tag; ``candidates``: its ``candidate_recall.json``), the model registry (versions, aliases, tags,
 source runs) and bench JSON files (``<home>/bench/*.json``: rows of ``bench/ann.py``,
 ``bench/load_serve.py``, or ``{preset, n_parameters, ...}`` scaling rows). A missing source
 leaves its section with a note. :func:`write_report` renders ``platform/report_html.py``'s
@@ -162,13 +162,16 @@ def collect(cfg: ArgusrankConfig, bench_dir: Path | None = None) -> dict[str, An
     scaling_run = _latest(runs, "scaling")
     bench = bench_rows(bench_dir or cfg.paths.home / "bench")
     scaling = (_artifact_json(cfg, scaling_run, "scaling.json") if scaling_run else None) or bench["scaling"]
+    cand_run = _latest(runs, "candidates")
+    cand = (_artifact_json(cfg, cand_run, "candidate_recall.json") if cand_run else None) or {}
+    candidates = [{"source": k, **v} for k, v in cand.items() if isinstance(v, dict)]
     return {
         "home": str(cfg.paths.home), "tracking_uri": cfg.tracking_uri, "experiment": cfg.mlflow.experiment,
         "dataset": dataset_summary(cfg),
         "curves": {s: curves(cfg, r, s) for s, r in (("pretrain", pre), ("finetune", fine)) if r is not None},
         "evaluation": evaluation_rows(runs),
         "uplift": {k: _metrics(ranker).get(k) for k in UPLIFT_KEYS} if ranker else None,
-        "scaling": scaling or [], "recall": bench["recall"], "latency": bench["latency"],
+        "scaling": scaling or [], "recall": bench["recall"], "latency": bench["latency"], "candidates": candidates,
         "versions": model_versions(cfg, runs),
     }
 

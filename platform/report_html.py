@@ -158,9 +158,12 @@ def render(data: dict[str, Any]) -> str:
         body += bars_figure("final ranker PairAccuracy (held-out requests)", [r["ranker"] for r in rows],
                             [r["PairAccuracy"] for r in rows], "PairAccuracy")
     parts.append(_section("Final-ranker uplift", body if up else note("no ranker run yet (`argusrank ranker train`).")))
+    cand = data.get("candidates") or []
+    parts.append(_section("Candidate recall (test-window positives, per source)", table(cand) if cand else
+                          note("not measured: `argusrank evaluate --candidates` (the demo's candidates stage).")))
     rec = data.get("recall") or []
-    parts.append(_section("Candidate recall (ANN)", table(rec, ["n_items", "index", "ef_search", "recall", "ms_per_query",
-                                                                "p99_ms", "source"]) if rec else
+    parts.append(_section("ANN index recall", table(rec, ["n_items", "index", "ef_search", "recall", "ms_per_query",
+                                                          "p99_ms", "source"]) if rec else
                           note("not measured: `python bench/ann.py --json <home>/bench/ann.json`.")))
     sc = data.get("scaling") or []
     parts.append(_section("Scaling curve", scaling_figure(sc) + table(sc, ["preset", "n_parameters", "ndcg@10",

@@ -37,6 +37,9 @@ def home(tmp_path_factory):
     sas = load_config(overrides={"paths.home": str(home), "model.kind": "sasrec"}, env={})
     with start_run(sas, "pretrain", system_metrics=False):
         log_metrics({"ndcg@10": 0.17})
+    with start_run(cfg, "candidates", system_metrics=False):
+        mlflow.log_dict({"merged": {"recall@100": 0.81, "recall@100_seen_filtered": 0.77}, "n_targets": 90},
+                        "candidate_recall.json")
     with start_run(cfg, "ranker", system_metrics=False):
         mlflow.log_metrics({"pair_accuracy_base": 0.60, "pair_accuracy_argus": 0.63, "oracle_pair_accuracy": 0.71,
                             "uplift_rel": 0.05, "ndcg_base": 0.7, "ndcg_argus": 0.72})
@@ -81,7 +84,7 @@ def test_report_has_every_section_and_renders_offline(home, tmp_path):
     page = path.read_text()
     assert_offline(page)
     for text in ("Dataset", "n_events", "pretrain", "finetune", "ARGUS fine-tuned", "popularity", "SASRec (ablation)",
-                 "oracle (true affinity)", "5.0000 %", "HNSW", "/recommend fused direct", "fine-tuned from argus v1",
+                 "oracle (true affinity)", "5.0000 %", "HNSW", "recall@100_seen_filtered", "0.7700", "/recommend fused direct", "fine-tuned from argus v1",
                  "candidate"):
         assert text in page, text
     assert "not run: `argusrank scaling`" in page  # no scaling run: a note, not an error
