@@ -145,6 +145,7 @@ def _encode(model, x: torch.Tensor, pos: torch.Tensor, ts: torch.Tensor, kv: tor
     tok_ts[rows, cols] = ts
     key = torch.arange(n, device=x.device)
     mask = (key[None, None, :] <= cols[:, :, None])[:, None]  # (B, 1, m, n): cached + causal among the new
+    fresh = n == m  # nothing cached (init): the plain causal kernel, as in the full pass
     if isinstance(enc, HSTUEncoder):
         kpos = key // _tpe(model)
         dist = (pos[:, :, None] - kpos[None, None, :]).clamp(0, enc.max_len - 1)  # (B, m, n)
@@ -170,7 +171,9 @@ def _encode(model, x: torch.Tensor, pos: torch.Tensor, ts: torch.Tensor, kv: tor
         if attn.rotary:
             q, k = _rotary(q, pos), _rotary(k, pos)
         kv[li, 0][rows, :, cols], kv[li, 1][rows, :, cols] = k.transpose(1, 2), v.transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, kv[li, 0, :, :, :n], kv[li, 1, :, :, :n], attn_mask=mask)
+        keys, vals = kv[li, 0, :, :, :n], kv[li, 1, :, :, :n]
+        y = F.scaled_dot_product_attention(q, keys, vals, is_causal=True) if fresh else \
+            F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)
         x = x + attn.proj(y.transpose(1, 2).reshape(B, m, D))
         x = x + block.mlp(block.ln2(x))
     return enc.ln_f(x)
