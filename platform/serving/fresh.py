@@ -8,9 +8,10 @@
 2. append the accepted ones to the durable online event log (committed to disk before the call
    returns: nothing answered 2xx is lost if the process dies after);
 3. recompute each affected user's tower vector with the served ARGUS version: from the user's
-   cached encoder state plus the new events when the user was seen recently (``models/incremental``
-   when available), else one full pass over the user's recent history (the offline events of the
-   dataset, then the logged online events, the last ``max_len`` of them);
+   cached encoder state (each layer's keys/values, the pooled tokens: ``models/incremental.py``) plus
+   one step per new event when the user was seen recently, else one full pass over the user's recent
+   history (the dataset's events of the user, then the logged online events, the last ``max_len``);
+   both equal a full pass over the same history;
 4. push the vectors to the Feast ``user_vectors`` view (push source) with their model version and
    the user's latest event time: the next ``/recommend`` or ``/rank`` (and a ranking service's Feast
    read) uses them. The version is the served bundle's, so the version guard still holds: when the
@@ -47,7 +48,7 @@ class FreshVectors:
         model, version = registry.load_argus(self.cfg, bundle.argus_version)
         with self._lock:
             self.bundle, self.model = bundle, model.eval()
-            self.states: OrderedDict[int, Any] = OrderedDict()  # user -> events (EVENT_SCHEMA) of the window
+            self.states: OrderedDict[int, Any] = OrderedDict()  # user -> IncrementalUserState of this version
 
     def ingest(self, records: Sequence[dict]) -> dict[str, Any]:
         """Validate, log durably, update and push the affected users' vectors.
@@ -71,47 +72,43 @@ class FreshVectors:
 
     def _update(self, events: pa.Table) -> list[dict[str, Any]]:
         from argusrank.features import store, vectors
+        from argusrank.models import incremental
 
         users = np.unique(events["user_id"].to_numpy())
         vecs, latest = [], []
         for user in users.tolist():
-            mine = events.filter(pa.compute.equal(events["user_id"], user))
-            window = self._window(user, mine)
-            vecs.append(self._vector(window))
-            latest.append(int(window["timestamp"][-1].as_py()))
+            mine = events.filter(pa.compute.equal(events["user_id"], user)).sort_by("timestamp")
+            state = self.states.pop(user, None)
+            try:
+                if state is None:
+                    raise LookupError(user)
+                for event in mine.to_pylist():  # one step per event from the cached state
+                    state = incremental.append(self.model, state, event)
+            except (LookupError, ValueError):  # not cached, or an event older than the window's last one
+                state = incremental.init_state(self.model, self._history(user))
+            self.states[user] = state
+            while len(self.states) > self.cache_users:
+                self.states.popitem(last=False)
+            vecs.append(incremental.user_vector(self.model, state))
+            latest.append(int(state.last_timestamp))
         table = vectors.vector_table("user", users, np.stack(vecs), self.bundle.argus_version, np.asarray(latest),
                                      time.time())
         store.push_user_vectors(self.cfg, table)
         return [{"user_id": int(u), "event_timestamp": int(t), "model_version": self.bundle.argus_version}
                 for u, t in zip(users, latest)]
 
-    def _window(self, user: int, new: pa.Table) -> pa.Table:
-        """The user's last ``max_len`` events including ``new``: from the cached window when the user was seen
-        recently, else the dataset's events of the user plus the logged online events (one full read)."""
-        from argusrank.features.io import read_events, sort_events
-        from argusrank.features.schema import EVENT_PARTITIONS
-
-        max_len = int(self.model.cfg.max_len)
-        cached = self.states.pop(user, None)
-        if cached is None:
-            offline = read_events(self.cfg.dataset_dir, user_buckets=[user % EVENT_PARTITIONS])
-            offline = offline.filter(pa.compute.equal(offline["user_id"], user))
-            last = int(offline["timestamp"][-1].as_py()) if offline.num_rows else -1
-            window = pa.concat_tables([offline, self.log.user_events(user, after_ts=last)])
-        else:
-            window = pa.concat_tables([cached, new])
-        window = sort_events(window)
-        window = window.slice(max(0, window.num_rows - max_len))
-        self.states[user] = window
-        while len(self.states) > self.cache_users:
-            self.states.popitem(last=False)
-        return window
-
-    def _vector(self, window: pa.Table) -> np.ndarray:
-        """The tower vector after the window's last event (one causal pass)."""
+    def _history(self, user: int) -> dict[str, np.ndarray]:
+        """One full read of the user's recent history: the dataset's events, then the logged online ones (which
+        include the events being ingested), the last ``max_len`` in time order, as one window row."""
         from argusrank.features.histories import build_histories
-        from argusrank.platform.inference import user_vectors, window_arrays
+        from argusrank.features.io import read_events
+        from argusrank.features.schema import EVENT_PARTITIONS
+        from argusrank.features.sequences import gather_windows
 
-        hist = build_histories(window)
-        arrays = window_arrays(hist, hist.offsets[:1], hist.lengths[:1], None, "tower", int(self.model.cfg.max_len))
-        return user_vectors(self.model, arrays, "tower")[0]
+        offline = read_events(self.cfg.dataset_dir, user_buckets=[user % EVENT_PARTITIONS])
+        offline = offline.filter(pa.compute.equal(offline["user_id"], user))
+        last = int(offline["timestamp"][-1].as_py()) if offline.num_rows else -1
+        hist = build_histories(pa.concat_tables([offline, self.log.user_events(user, after_ts=last)]))
+        L = int(self.model.cfg.max_len)
+        start = np.maximum(hist.offsets[:1], hist.offsets[1:] - L)
+        return gather_windows(hist, start, hist.offsets[1:] - start, int((hist.offsets[1:] - start)[0]))
