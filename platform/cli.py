@@ -177,10 +177,10 @@ def demo(
     summary = pipeline.demo_summary(results)
     with captured():
         summary["report"] = str(write_report(cfg))
-    pipeline.console.print(f"\n[bold]Report:[/bold] {summary['report']} (open it in a browser; works offline)")
-    pipeline.console.print(pipeline.mlflow_ui_hint(cfg), highlight=False)
     if serve:
         summary["serve_url"] = pipeline.serve_and_probe(cfg)
+    pipeline.console.print(f"\n[bold]Report:[/bold] {summary['report']} (open it in a browser; works offline)")
+    pipeline.console.print(pipeline.mlflow_ui_hint(cfg), highlight=False)
     if as_json:
         typer.echo(_json.dumps(summary))
     if serve:
