@@ -66,6 +66,9 @@ def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed:
     V = centres[rng.integers(0, len(centres), n_items)] + rng.normal(size=(n_items, dim))
     write_vectors(cfg, "user", vector_table("user", users, U, 1, end, time.time()), "v1")
     write_vectors(cfg, "item", vector_table("item", items, V, 1, end, time.time()), "v1")
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # NIP-shaped: unit vectors, same clusters
+    write_vectors(cfg, "user_nip", vector_table("user_nip", users, unit(U[:, ::-1]), 1, end, time.time()), "v1")
+    write_vectors(cfg, "item_nip", vector_table("item_nip", items, unit(V[:, ::-1]), 1, end, time.time()), "v1")
     materialize(cfg)
     xs, grades, groups = [], [], []
     for g, u in enumerate(users[:200]):

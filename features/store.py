@@ -91,7 +91,17 @@ def apply(cfg: StoreConfig) -> dict[str, Any]:
     store.apply(list(objs.values()))
     store.refresh_registry()
     (cfg.paths.feature_repo / "feature_store.yaml").write_text(_yaml(cfg))
+    (cfg.paths.feature_repo / "definitions.py").write_text(_REPO_DEFINITIONS.format(
+        vectors=cfg.paths.vectors_dir, baseline=cfg.paths.baseline_dir))
     return {"applied": sorted(objs), "registry": str(cfg.paths.feature_repo / "registry.db")}
+
+
+_REPO_DEFINITIONS = '''"""The Feast objects of this argusrank home, for Feast's own CLI (`feast -c <this folder> apply`).
+Written by argusrank (features/store.py); the objects are declared once, in argusrank.features.definitions."""
+from argusrank.features.definitions import build_definitions
+
+globals().update(build_definitions(r"{vectors}", r"{baseline}"))
+'''
 
 
 def _yaml(cfg: StoreConfig) -> str:

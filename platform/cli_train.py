@@ -186,6 +186,8 @@ def scaling_cmd(
     for r in rows:
         t.add_row(r["preset"], f"{r['n_parameters']:,}", f"{r.get('ndcg@10', float('nan')):.4f}",
                   f"{r.get('recall@10', r.get('hr@10', float('nan'))):.4f}", f"{r['train_seconds']:.1f}")
-    Console(stderr=True).print(t)
+    from argusrank.platform.logs import console
+
+    console.print(t)
     if as_json:
         typer.echo(_json.dumps(rows, default=str))

@@ -89,8 +89,10 @@ class ServeConfig(Section):
     port: int = Field(8000, ge=1, le=65535)
     num_candidates: int = Field(500, ge=1)  # the tower source's k when `candidates` is not set
     # candidate sources merged in this order, each its best k items not already taken (de-duplicated):
-    # e.g. [{source: nip, k: 400}, {source: popular, k: 100}]; None: [{source: tower, k: num_candidates}]
-    candidates: list[CandidateSource] | None = Field(None, min_length=1)
+    # default [{source: nip, k: 400}, {source: popular, k: 100}]; None: [{source: tower, k: num_candidates}]
+    candidates: list[CandidateSource] | None = Field(
+        default_factory=lambda: [CandidateSource(source="nip", k=400), CandidateSource(source="popular", k=100)],
+        min_length=1)  # the best measured merge (bench/README.md "Candidates")
     max_k: int = Field(1000, ge=1)
     ann: Literal["auto", "exact", "hnsw"] = "auto"
     exact_max_items: int = Field(50_000, ge=1)  # ann=auto: exact search up to this catalog size, HNSW above
@@ -123,8 +125,12 @@ class ServeConfig(Section):
     direct_port: int = Field(8001, ge=1, le=65535)
 
     def candidate_sources(self) -> list[CandidateSource]:
-        """The configured merge (the default: tower ANN alone, ``num_candidates`` items)."""
+        """The configured merge (``candidates: null``: tower ANN alone, ``num_candidates`` items)."""
         return list(self.candidates or [CandidateSource(source="tower", k=self.num_candidates)])
+
+    def candidate_total(self) -> int:
+        """How many candidates ``/recommend`` ranks: the merge's quotas together."""
+        return sum(s.k for s in self.candidate_sources())
 
     @model_validator(mode="after")
     def _ports_differ(self) -> "ServeConfig":

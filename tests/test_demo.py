@@ -174,14 +174,17 @@ def test_serve_cli_direct_ingress_answers_and_stops_on_repeated_sigterm(demo_run
 
 
 def test_feast_cli_reads_and_materializes_the_generated_feature_repo(demo_run):
-    """Feast's own CLI on `<home>/feature_repo` as the demo left it: lists the applied views and runs
-    `materialize-incremental` (nothing new to load: still exit 0)."""
+    """Feast's own CLI on `<home>/feature_repo` as the demo left it: `apply` (its definitions.py declares the
+    same objects, so nothing is removed), lists the views, `materialize-incremental` (nothing new: exit 0)."""
     home, out = demo_run
     assert out.returncode == 0, out.stderr[-4000:]
     feast = [os.path.join(os.path.dirname(sys.executable), "feast"), "-c", str(home / "feature_repo")]
+    applied = subprocess.run([*feast, "apply"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert applied.returncode == 0, applied.stderr[-2000:]  # the repo's own definitions: nothing removed
     listed = subprocess.run([*feast, "feature-views", "list"], env=_env(), capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0, listed.stderr[-2000:]
-    assert "user_vectors" in listed.stdout and "item_vectors" in listed.stdout, listed.stdout
+    for view in ("user_vectors", "item_vectors", "user_nip_vectors", "item_nip_vectors", "user_stats"):
+        assert view in listed.stdout, (view, listed.stdout)
     inc = subprocess.run([*feast, "materialize-incremental", "2030-01-01T00:00:00"], env=_env(), capture_output=True,
                          text=True, timeout=300)
     assert inc.returncode == 0, inc.stderr[-2000:]

@@ -101,6 +101,7 @@ def pipeline(tmp_path_factory):
     cfg = load_config(overrides={
         "paths.home": str(home), "data.synth.n_users": N_USERS, "data.synth.n_items": N_ITEMS, "data.synth.days": 6,
         "data.synth.dim": 4, "serve.port": _free_port(), "serve.num_candidates": N_CAND,
+        "serve.candidates": None,  # the tower source alone: the references below compute exact tower top-N
         "serve.reload_interval_s": 0.5, "serve.topology": "composed", "serve.ingress": "proxy",
     }, env={})
     synthesize(cfg.data.synth, home / "data" / "synth", seed=0)

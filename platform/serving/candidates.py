@@ -180,7 +180,7 @@ def generate_candidates(
             ids = np.asarray(items, np.int64)
             pos = state.index.positions(ids)
             if ok[i]:  # exact dot products from RAM, NaN (missing for the ranker) outside the catalog
-                dots = state.index.vectors[np.maximum(pos, 0)] @ vecs[i]
+                dots = state.index.vectors[np.maximum(pos, 0)] @ vecs["tower"][i]
                 out[i] = {"item_ids": ids, "scores": np.where(pos >= 0, dots, np.nan).astype(np.float32)}
             else:
                 out[i] = {"item_ids": ids, "scores": state.popularity_of(ids)}

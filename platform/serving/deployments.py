@@ -166,6 +166,29 @@ class Ranker:
         return self.cache.versions()
 
 
+@serve.deployment
+class EventIngest:
+    """``POST /events``: the durable online event log and fresh user vectors (``serving/fresh.py``), loaded on
+    the first event; follows the served bundle (states dropped when the alias moves)."""
+
+    @replica_init
+    def __init__(self, cfg: dict):
+        self.cfg, self.fresh, self._lock, self._checked = _cfg(cfg), None, threading.Lock(), 0.0
+
+    async def ingest(self, events) -> dict:
+        """Validated events (a pyarrow table in EVENT_SCHEMA): logged, vectors updated and pushed."""
+        from argusrank.platform.serving.fresh import FreshVectors
+
+        with self._lock:
+            if self.fresh is None or time.time() - self._checked > self.cfg.serve.reload_interval_s:
+                bundle, self._checked = resolve_bundle(self.cfg), time.time()  # the alias, as often as hot swap
+                if self.fresh is None:
+                    self.fresh = FreshVectors(self.cfg, bundle)
+                elif bundle != self.fresh.bundle:
+                    self.fresh.load(bundle)
+            return self.fresh.ingest_valid(events)
+
+
 class LocalHandle:
     """A deployment's class instantiated inside the calling replica, called like a DeploymentHandle
     (``handle.method.remote(*args)`` is awaitable): ``serve.topology=fused``."""
@@ -232,9 +255,14 @@ class Ingress:
     async def _answer(self, cand_req: dict, user_id: int, k: int, as_of: float | None) -> JSONResponse:
         try:
             return JSONResponse(await answer(self, self.cfg, cand_req, user_id, k, as_of))
-        except StageFailed as exc:
+        except HTTPException:
+            raise
+        except StageFailed as exc:  # one request of a batch failed (the others were answered)
             logger.error("argusrank: request failed: %s", exc)
             raise HTTPException(500, f"internal error while answering this request: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one traceback in the log, a 500 with a message to the client
+            logger.exception("argusrank: request failed")
+            raise HTTPException(500, f"internal error while answering this request: {type(exc).__name__}")
 
     # --- endpoints -------------------------------------------------------------------------
     @api.post("/recommend")
@@ -245,7 +273,7 @@ class Ingress:
             raise HTTPException(422, [f"k: must be <= {s.max_k}, got {body.k}"])
         if body.exclude is not None and len(body.exclude) > s.max_exclude:
             raise HTTPException(422, [f"exclude: at most {s.max_exclude} item ids, got {len(body.exclude)}"])
-        req = {"user_id": body.user_id, "n": max(s.num_candidates, body.k), "exclude": body.exclude}
+        req = {"user_id": body.user_id, "n": max(s.candidate_total(), body.k), "exclude": body.exclude}
         return await self._answer(req, body.user_id, body.k, body.as_of)
 
     @api.post("/rank")
@@ -270,6 +298,8 @@ class Ingress:
             raise HTTPException(422, [f"events[{r['row']}].{r['reason']}" for r in rejected])
         try:
             out = await self._call(self.events.ingest, accepted)
+        except HTTPException:
+            raise
         except Exception as exc:  # noqa: BLE001 - one line in the log, a 500 naming it to the client
             logger.error("argusrank: /events failed: %s: %s", type(exc).__name__, exc)
             raise HTTPException(500, f"internal error while ingesting events: {type(exc).__name__}: {exc}")

@@ -115,7 +115,7 @@ class InProcessPipeline:
 
     def recommend(self, user_id: int, k: int, exclude: Sequence[int] | None = None,
                   as_of: float | None = None) -> dict[str, Any]:
-        req = {"user_id": user_id, "n": max(self.cfg.serve.num_candidates, k), "exclude": exclude}
+        req = {"user_id": user_id, "n": max(self.cfg.serve.candidate_total(), k), "exclude": exclude}
         return self._loop.run_until_complete(answer(self, self.cfg, req, user_id, k, as_of))
 
     def rank(self, user_id: int, item_ids: Sequence[int], as_of: float | None = None) -> dict[str, Any]:

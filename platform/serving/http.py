@@ -7,6 +7,7 @@ field. IDs are int64 (what the feature store keys hold): anything outside [0, 2^
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Annotated, Optional
 
@@ -47,6 +48,16 @@ class RankBody(BaseModel):
 
 
 api = FastAPI(title="argusrank", description="ARGUS candidates + Feast features + XGBoost ranking")
+logger = logging.getLogger("ray.serve")
+
+
+@api.exception_handler(HTTPException)
+async def _one_line_per_error(request: Request, exc: HTTPException):
+    """A rejected request logs one line (method, path, status, what was wrong), never a traceback."""
+    from fastapi.exception_handlers import http_exception_handler
+
+    logger.info("argusrank: %s %s -> %d %s", request.method, request.url.path, exc.status_code, str(exc.detail)[:300])
+    return await http_exception_handler(request, exc)
 
 
 def _json_int(text: str) -> int | float:

@@ -131,7 +131,8 @@ def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None, 
     t_pos = np.searchsorted(catalog, hist.item_id[target])
     q_user, q_snap, inv, n_known = _queries(hist, hist.user_index()[target], hist.timestamp[target], snaps)
     popular = _popular_orders(events, snaps, catalog)
-    kmax, C = max(ks), len(catalog)
+    C = len(catalog)
+    kmax = min(max(ks), C)  # a catalog smaller than K: every list holds the whole catalog
     vecs = ExportedVectors(cfg, version, hist, catalog) if version is not None else ModelVectors(model, hist, catalog)
     items = {space: torch.as_tensor(v) for space, v in vecs.items.items()}
     lists = {(name, f): np.full((len(q_user), kmax), -1, np.int64) for name in SOURCES for f in (False, True)}
@@ -196,7 +197,9 @@ def recall_table(recall: dict[str, Any]):
     t.add_column("source")
     for k in keys:
         t.add_column(k.replace("_seen_filtered", " (seen filtered)"), justify="right")
+    from rich.markup import escape
+
     for name, row in recall.items():
         if isinstance(row, dict):
-            t.add_row(name, *(f"{row[k]:.4f}" for k in keys))
+            t.add_row(escape(name), *(f"{row[k]:.4f}" for k in keys))
     return t
