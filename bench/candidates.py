@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--home", default=None, help="a demo home: its candidate ARGUS version and exported vectors")
     ap.add_argument("--ml100k", action="store_true", help="pre-train on ML-100K (temporal) and use the model")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-budget", type=float, default=None, help="--ml100k: stop pre-training after this many s")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     mach = machine()
@@ -43,7 +44,7 @@ def main() -> None:
         from argusrank.platform.training.jobs import run_pretrain
         from argusrank.platform.training.quality import prepare_dataset, quality_config
 
-        cfg = quality_config(load_config(), "argus", "temporal", "all", args.seed)
+        cfg = quality_config(load_config(), "argus", "temporal", "all", args.seed, time_budget_s=args.time_budget)
         data = prepare_dataset(cfg, "movielens-100k", None)
         res = run_pretrain(cfg, data, register=False, protocol="temporal")
         recall = candidate_recall(cfg, data, model=res["model"], more_merges=MERGES)
