@@ -137,6 +137,7 @@ def main() -> None:
     ap.add_argument("--synthetic-items", type=int, default=20000)
     ap.add_argument("--synthetic-users", type=int, default=2000)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--set", action="append", default=[], help="config overrides, e.g. serve.candidates=null")
     ap.add_argument("--json", default=None, help="write the result here ('-': last stdout line)")
     args = ap.parse_args()
     mach = machine()
@@ -147,7 +148,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="argusrank-soak-"))
     port = 18000 + os.getpid() % 1000
     sets = build_synthetic_home(home, args.synthetic_users, args.synthetic_items, 64)
-    sets += ["serve.num_candidates=500", "serve.host=127.0.0.1", f"serve.port={port}", f"serve.direct_port={port + 1}"]
+    sets += ["serve.num_candidates=500", "serve.host=127.0.0.1", f"serve.port={port}", f"serve.direct_port={port + 1}",
+             *args.set]
     cfg = load_config(None, sets)
     users = list(range(0, args.synthetic_users, 7))[:200]
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
