@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from json_out import emit_json  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 SIZE = ["data.synth.n_users=800", "data.synth.n_items=600", "data.synth.days=30", "train.epochs=2",
@@ -113,10 +114,7 @@ def main() -> None:
            "full_pass_p50_ms": full["p50_ms"], "pair_accuracy_lagged": head["pair_accuracy_lagged"],
            "pair_accuracy_fresh": head["pair_accuracy_fresh"], "session_knob": args.session_knob,
            "by_knob": {str(k): v for k, v in value.items()}, "rate": args.rate, "machine": mach}
-    if args.json == "-":
-        print(json.dumps(doc, default=str))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
+    emit_json(doc, args.json)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import time
 
+from json_out import emit_json  # noqa: E402
 from machine_info import machine_info  # bench/machine_info.py
 
 
@@ -63,11 +64,7 @@ def main() -> None:
                   f"{r['epochs_done']:.0f}", f"{r['train_seconds']:.0f}")
     Console().print(t)
     out = {"summary": summary, "machine": m, "quality_defaults": QUALITY_DEFAULTS, "args": vars(a)}
-    if a.json == "-":
-        print(json.dumps(out, default=str))
-    elif a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1, default=str)
+    emit_json(out, a.json)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_serve import build_synthetic_home  # noqa: E402
+from json_out import emit_json  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 PROFILES = {"fused-direct": ("fused", "direct"), "composed-proxy": ("composed", "proxy")}
@@ -177,10 +178,7 @@ def main() -> None:
               f"{res['rss_end_mb']:.0f} MB ({(res['rss_growth'] or 0) * 100:+.1f}%), kill: {res['kill_errors']} errors, "
               f"recovered in {res['recovery_s']} s")
     doc = {"machine": mach, "args": vars(args), "results": results}
-    if args.json == "-":
-        print(json.dumps(doc))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2))
+    emit_json(doc, args.json)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 import statistics
 import time
 
+from json_out import emit_json  # noqa: E402
 from machine_info import machine_info  # bench/machine_info.py
 
 
@@ -125,11 +126,7 @@ def main() -> None:
                   f"{r['events_per_row']:.1f}")
     Console().print(t)
     out = {"rows": rows, "machine": m, "args": vars(a)}
-    if a.json == "-":
-        print(json.dumps(out, default=str))
-    elif a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1, default=str)
+    emit_json(out, a.json)
 
 
 if __name__ == "__main__":
