@@ -106,6 +106,14 @@ def build_histories(events: pa.Table) -> Histories:
     )
 
 
+def events_until(hist: Histories, user_idx: np.ndarray, ts: np.ndarray, inclusive: bool = True) -> np.ndarray:
+    """End offsets (exclusive) of each user's events at or before ``ts`` (``inclusive``), else strictly before:
+    ``hist.offsets[u] .. end`` is that history. Vectorized: events are sorted by (user, time)."""
+    key = hist.user_index().astype(np.int64) * 2**33 + hist.timestamp
+    return np.searchsorted(key, np.asarray(user_idx, np.int64) * 2**33 + np.asarray(ts, np.int64),
+                           side="right" if inclusive else "left")
+
+
 def restrict(hist: Histories, before_ts: int | None = None, positives_only: bool = False) -> Histories:
     """Events with timestamp < ``before_ts`` and/or grade >= 1 (listen or like); empty users dropped."""
     mask = np.ones(hist.n_events, dtype=bool)

@@ -79,12 +79,16 @@ class CandidateState:
         return {"model_versions": self.bundle.as_dict(), "index": about(self.index), "candidates": cands,
                 "loaded_at": self.loaded_at}
 
+    def popular_positions(self, k: int, exclude: Sequence[int] | None) -> np.ndarray:
+        """Catalog positions of the top-k of the fallback order minus ``exclude`` (k,)."""
+        top = self.popular_order[: k + (len(exclude) if exclude is not None else 0)]
+        if exclude:
+            top = top[~np.isin(self.index.item_ids[top], np.asarray(exclude, np.int64))]
+        return top[:k]
+
     def popular(self, k: int, exclude: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of the fallback order minus ``exclude``: ids (k,), scores (= item_pop_7d) (k,)."""
-        top = self.popular_order[: k + (len(exclude) if exclude is not None else 0)]
-        ids = self.index.item_ids[top]
-        keep = ~np.isin(ids, np.asarray(exclude if exclude is not None else [], np.int64))
-        top = top[keep][:k]
+        top = self.popular_positions(k, exclude)
         return self.index.item_ids[top], self.popularity[top, 0].astype(np.float32)
 
     def popularity_of(self, item_ids: np.ndarray) -> np.ndarray:
@@ -105,9 +109,9 @@ class CandidateState:
             want = int(src["k"]) + before  # enough to fill the quota whatever earlier sources took
             if src["source"] == "popular":
                 pos = np.full((b, want), -1, np.int64)
-                for row, ex in enumerate(excludes):
-                    ids = self.popular(want, ex)[0]
-                    pos[row, : len(ids)] = self.index.positions(ids)
+                for row, ex in enumerate(excludes):  # positions straight from the fallback order
+                    top = self.popular_positions(want, ex)
+                    pos[row, : len(top)] = top
             else:
                 index = self.index if src["source"] == "tower" else self.nip_index
                 pos = np.full((b, want), -1, np.int64)

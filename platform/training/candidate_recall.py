@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from argusrank.features import baseline
+from argusrank.features.histories import events_until
 from argusrank.features.splits import POSITIVE_GRADE, dataset_split
 from argusrank.models.candidate_merge import merge_candidates
 from argusrank.platform.config import ArgusrankConfig
@@ -38,8 +39,7 @@ def _queries(hist, t_user: np.ndarray, t_ts: np.ndarray, snaps: np.ndarray):
     snap = np.searchsorted(snaps, t_ts, side="right") - 1
     uq, inv = np.unique(t_user * len(snaps) + snap, return_inverse=True)
     q_user, q_snap = uq // len(snaps), uq % len(snaps)
-    key = hist.user_index().astype(np.int64) * 2**33 + hist.timestamp  # sorted: histories are (user, time) ordered
-    end = np.searchsorted(key, q_user * 2**33 + snaps[q_snap], side="right")
+    end = events_until(hist, q_user, snaps[q_snap], inclusive=True)
     return q_user, q_snap, inv, end - hist.offsets[q_user]
 
 

@@ -18,12 +18,12 @@ from argusrank.platform.config import ArgusrankConfig
 
 def fresh_user_vectors(model, hist, user_ids: np.ndarray, before_ts: np.ndarray) -> np.ndarray:
     """(n, d) tower vectors after each user's last event strictly before ``before_ts`` (NaN rows for none)."""
+    from argusrank.features.histories import events_until
     from argusrank.platform.inference import user_vectors, window_arrays
 
     uidx = np.searchsorted(hist.user_ids, user_ids)
     known = (uidx < hist.n_users) & (hist.user_ids[np.minimum(uidx, hist.n_users - 1)] == user_ids)
-    key = hist.user_index().astype(np.int64) * 2**33 + hist.timestamp  # sorted: (user, time)
-    end = np.searchsorted(key, uidx.astype(np.int64) * 2**33 + before_ts, side="left")
+    end = events_until(hist, uidx, before_ts, inclusive=False)
     n = np.where(known, end - hist.offsets[np.minimum(uidx, hist.n_users - 1)], 0)
     ok = np.flatnonzero(n > 0)
     L = int(model.cfg.max_len)
