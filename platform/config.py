@@ -63,6 +63,10 @@ class FinetuneConfig(Section):
     batch_size: int = Field(8, ge=1)  # users per step; each row holds all of a user's impressions
     lr: float = Field(1e-3, gt=0)
     lag_s: int = Field(86400, ge=0)  # user state as of impression_time - lag
+    # share of the user rows of each step scored with the user state at ``runtime_lag_s`` instead (one model for the
+    # daily lagged vectors and the fresh runtime ones: bench/README.md "Fresh vectors"); 0 = lag_s only
+    runtime_lag_share: float = Field(0.0, ge=0, le=1)
+    runtime_lag_s: int = Field(1, ge=0)  # 1 s: the impression's own events (same second) stay invisible
     max_history: int = Field(512, gt=1)
     min_history: int = Field(1, ge=0)
     max_impressions: int = Field(256, gt=1)  # per user row: impressions beyond it are dropped

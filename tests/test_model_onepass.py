@@ -86,3 +86,24 @@ def test_finetune_gradients_reach_encoder_and_invalid_pairs_ignored():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder.parameters())
     batch.imp_valid[:, :] = False  # all impressions invalid -> no pair counts
     assert float(m.finetune_loss(batch, 0)["loss"].detach()) == 0.0
+
+
+def test_mixed_lags_score_each_row_at_its_own_lag():
+    """Fine-tuning for fresh vectors (``finetune.runtime_lag_share``): rows drawn for the runtime lag are scored
+    exactly as a batch at that lag, the others as at ``lag_s`` (the training objective, platform/training/worker.py)."""
+    from argusrank.platform.training.worker import _Objective
+
+    m = _model("simplified")
+    batch = random_finetune_batch(B=6, L=16, K=8, P=12, seed=4, lag_s=LAG)
+    torch.manual_seed(7)
+    rows = torch.rand(6, 1) < 0.5
+    assert 0 < int(rows.sum()) < 6
+    torch.manual_seed(7)  # the objective draws the same rows
+    with torch.no_grad():
+        mixed = _Objective(m, "finetune", LAG, runtime_lag_s=1, runtime_share=0.5)(batch)["scores"]
+        daily, runtime = reference_impression_scores(m, batch, LAG), reference_impression_scores(m, batch, 1)
+    want = torch.where(rows, runtime, daily)
+    assert torch.allclose(mixed, want, rtol=1e-4, atol=1e-4)
+    assert (daily - runtime).abs().max() > 1e-3  # the lags differ on this batch: the comparison can fail
+    with torch.no_grad():
+        assert torch.allclose(_Objective(m, "finetune", LAG)(batch)["scores"], daily, rtol=1e-4, atol=1e-4)

@@ -146,6 +146,13 @@ def run_pretrain(cfg: ArgusrankConfig, dataset_dir: str | Path, register: bool =
         return res
 
 
+def lag_tags(cfg: ArgusrankConfig) -> dict[str, str]:
+    """The user-state lags a fine-tuned version was trained for (model-version tags): the daily ``lag_s``, and the
+    runtime lag with the share of rows trained at it (0: the version was not trained for fresh vectors)."""
+    f = cfg.finetune
+    return {"lag_s": str(f.lag_s), "runtime_lag_s": str(f.runtime_lag_s), "runtime_lag_share": str(f.runtime_lag_share)}
+
+
 def run_finetune(cfg: ArgusrankConfig, dataset_dir: str | Path, init: str | None = "candidate",
                  register: bool = True) -> dict:
     """Pairwise fine-tuning (one causal pass per user, lagged user states) with Ray Train.
@@ -190,7 +197,7 @@ def run_finetune(cfg: ArgusrankConfig, dataset_dir: str | Path, init: str | None
         version = registry.log_argus_model(cfg, model, register=register,
                                            metrics=_tag_metrics(metrics, dataset_dir, "temporal", cfg),
                                            tags={"stage": "finetune", "init_version": str(init_version),
-                                                 "run_dir": out["run_dir"]})
+                                                 "run_dir": out["run_dir"], **lag_tags(cfg)})
         res.update(model_version=version, metrics=metrics)
         return res
 

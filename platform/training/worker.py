@@ -84,16 +84,26 @@ def _n_rows(arrays: dict) -> int:
 
 
 class _Objective(torch.nn.Module):
-    """Routes DDP's ``forward`` to the stage's loss so gradient sync hooks fire."""
+    """Routes DDP's ``forward`` to the stage's loss so gradient sync hooks fire.
 
-    def __init__(self, model: torch.nn.Module, stage: str, lag_s: int) -> None:
+    Fine-tuning with ``runtime_share`` > 0 scores that share of each step's user rows (drawn from the
+    worker's seeded torch RNG, saved with checkpoints) with the user state at ``runtime_lag_s``, the rest at
+    ``lag_s``: one model for the daily lagged vectors and the fresh runtime ones."""
+
+    def __init__(self, model: torch.nn.Module, stage: str, lag_s: int, runtime_lag_s: int = 0,
+                 runtime_share: float = 0.0) -> None:
         super().__init__()
         self.model, self.stage, self.lag_s = model, stage, lag_s
+        self.runtime_lag_s, self.runtime_share = runtime_lag_s, runtime_share
 
     def forward(self, batch) -> dict[str, torch.Tensor]:
         if self.stage == "pretrain":
             return self.model.pretrain_losses(batch)
-        return self.model.finetune_loss(batch, self.lag_s)
+        lag: int | torch.Tensor = self.lag_s
+        if self.runtime_share > 0:
+            rows = torch.rand(batch.imp_time.shape[0], 1) < self.runtime_share
+            lag = torch.where(rows, self.runtime_lag_s, self.lag_s).to(batch.imp_time.device)
+        return self.model.finetune_loss(batch, lag)
 
 
 def lr_lambda(warmup: int, total: int, schedule: str = "cosine"):
@@ -197,7 +207,8 @@ def train_loop(config: dict) -> None:
         set_rng_state(per_rank["rng"])
         sums = per_rank["sums"]
 
-    ddp = ray.train.torch.prepare_model(_Objective(model, stage, cfg.finetune.lag_s),
+    ddp = ray.train.torch.prepare_model(_Objective(model, stage, cfg.finetune.lag_s, cfg.finetune.runtime_lag_s,
+                                                   cfg.finetune.runtime_lag_share),
                                         parallel_strategy_kwargs={"find_unused_parameters": True})
     mlf = None
     if rank == 0 and config.get("mlflow_run_id"):
