@@ -24,6 +24,7 @@ ENV_CONFIG = "ARGUSRANK_CONFIG"  # path to a YAML config
 ENV_HOME = "ARGUSRANK_HOME"  # working directory for data, stores, runs
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"  # standard MLflow variable
 ENV_REDIS_URL = "ARGUSRANK_REDIS_URL"  # selects the Redis online store when set
+ENV_RAY_ADDRESS = "RAY_ADDRESS"  # standard Ray variable (Ray Jobs set it for the entrypoint): -> ray.address
 
 
 class ModelConfig(Section):
@@ -143,6 +144,15 @@ class ServeConfig(Section):
         return self
 
 
+class RayConfig(Section):
+    """Where the stages' Ray runs (``platform/ray_runtime.py``)."""
+
+    # a running Ray cluster ("host:6379" or "auto"): every stage connects to it and Ray Train
+    # places workers on any node (the home must then be a filesystem every node sees at the same path);
+    # None or "local": start a small local Ray on this machine
+    address: str | None = None
+
+
 class MlflowConfig(Section):
     tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db
     experiment: str = "argusrank"
@@ -176,6 +186,7 @@ class ArgusrankConfig(Section):
     features: FeaturesConfig = FeaturesConfig()
     ranker: RankerConfig = RankerConfig()
     serve: ServeConfig = ServeConfig()
+    ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -256,6 +267,8 @@ def load_config(
     if env.get(ENV_REDIS_URL):
         _set_dotted(tree, "features.online_store", "redis")
         _set_dotted(tree, "features.redis_url", env[ENV_REDIS_URL])
+    if env.get(ENV_RAY_ADDRESS):
+        _set_dotted(tree, "ray.address", env[ENV_RAY_ADDRESS])
     sets = overrides if isinstance(overrides, dict) else parse_sets(overrides)
     for key, value in sets.items():
         _set_dotted(tree, key, value)

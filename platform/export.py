@@ -158,7 +158,7 @@ def export_vectors(
 
     windows = user_windows(hist, snaps, lag_s, int(model.cfg.max_len))
     items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
-    with ray_session():
+    with ray_session(address=cfg.ray.address):
         model_cpu = model.cpu()
         for space in cfg.features.export_spaces:  # tower first: argus_dot and tower ANN; then the NIP head
             prefix = "" if space == "tower" else f"{space}_"

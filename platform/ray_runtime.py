@@ -1,8 +1,9 @@
-"""The one place a local Ray runtime is started (training, export, serving).
+"""The one place Ray is started or joined (training, export, serving).
 
-In quiet mode (``platform/logs.py``) workers' output goes to the log file and ``<home>/logs/ray``
-links the session's log folder. Every stage uses the Ray it finds (a cluster via ``ray.init(address=...)`` or ``RAY_ADDRESS``,
-or one a test started); only when none runs does it start a small local one.
+Every stage uses the Ray already initialized in its process (e.g. one a test started); else, with
+``ray.address`` set (config or ``RAY_ADDRESS``), it joins that cluster (``ray.init(address=...)``: Ray Train
+then places workers on any node); else it starts a small local Ray. In quiet mode (``platform/logs.py``)
+workers' output goes to the log file and ``<home>/logs/ray`` links the session's log folder.
 """
 from __future__ import annotations
 
@@ -16,18 +17,29 @@ from argusrank.platform import logs
 LOCAL_OBJECT_STORE_BYTES = 300_000_000
 
 
-def start_local_ray(*, dashboard: bool = False, log_to_driver: bool = False, namespace: str | None = None) -> bool:
-    """Start a local Ray runtime unless one is initialized; returns whether this call started it.
+def is_cluster(address: str | None) -> bool:
+    """Whether ``ray.address`` names a running cluster (not None/empty/"local")."""
+    return bool(address) and address != "local"
 
-    ``dashboard``: serve Ray's dashboard/State API on loopback only (Ray Train's placement-group
-    cleaner polls it and warns every few seconds without it)."""
+
+def start_local_ray(*, dashboard: bool = False, log_to_driver: bool = False, namespace: str | None = None,
+                    address: str | None = None) -> bool:
+    """Join the cluster at ``address`` (``cfg.ray.address``) or start a local Ray, unless one is initialized;
+    returns whether this call connected (the caller then shuts it down).
+
+    ``dashboard``: a local Ray serves its dashboard/State API on loopback only (Ray Train's placement-group
+    cleaner polls it and warns every few seconds without it); a cluster keeps its own settings."""
     import ray
 
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # Train's report() otherwise waits ~2 s
-    ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-             log_to_driver=log_to_driver, configure_logging=False, namespace=namespace)
+    if is_cluster(address):  # resources are the cluster's: Ray refuses object_store_memory/num_cpus here
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=False, namespace=namespace)
+    else:  # "local" even when RAY_ADDRESS is set or a `ray start` cluster runs here: the config decides
+        ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=log_to_driver,
+                 configure_logging=False, namespace=namespace)
     if logs.active():
         if log_to_driver:
             logs.route_ray_worker_logs()
@@ -37,7 +49,7 @@ def start_local_ray(*, dashboard: bool = False, log_to_driver: bool = False, nam
 
 @contextlib.contextmanager
 def ray_session(**kwargs) -> Iterator[None]:
-    """Use the running Ray runtime, or start a local one (:func:`start_local_ray`) and stop it after."""
+    """Use the running Ray, or join ``address`` / start a local one (:func:`start_local_ray`) and leave it after."""
     import ray
 
     started = start_local_ray(**kwargs)

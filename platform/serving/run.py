@@ -67,7 +67,7 @@ def start_serving(cfg: ArgusrankConfig, blocking: bool = False, *, deployment_op
                   timeout_s: float = 180.0) -> str:
     """Start the Serve app of ``platform/serve.yaml`` for this config; returns the base URL.
 
-    Uses the running Ray (tests start their own) or starts a local one. Raises
+    Uses the running Ray (tests start their own), joins ``ray.address``, or starts a local one. Raises
     :class:`~argusrank.platform.serving.bundle.NothingToServe` (saying what to run) when no
     ranker/vectors are registered. ``blocking``: serve in the foreground until Ctrl-C,
     then stop. Otherwise returns once the app is RUNNING; :func:`stop_serving` ends it.
@@ -78,7 +78,7 @@ def start_serving(cfg: ArgusrankConfig, blocking: bool = False, *, deployment_op
 
     resolve_bundle(cfg)
     conf = ServeDeploySchema.model_validate(serve_config(cfg, deployment_options))
-    _STARTED_RAY = start_local_ray(namespace="serve") or _STARTED_RAY
+    _STARTED_RAY = start_local_ray(namespace="serve", address=cfg.ray.address) or _STARTED_RAY
     client = serve_api.serve_start(http_options=conf.http_options.model_dump(), proxy_location=conf.proxy_location,
                                    global_logging_config=conf.logging_config,
                                    controller_options=conf.controller_options)

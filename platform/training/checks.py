@@ -45,6 +45,7 @@ def model_config(cfg: ArgusrankConfig, data_meta: dict | None = None):
 
 
 def available_cpus() -> int:
+    """CPUs of the running Ray (all nodes of a cluster), else of this machine."""
     import ray
 
     if ray.is_initialized():
@@ -52,15 +53,33 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def largest_node_cpus() -> int:
+    """CPUs of the biggest alive Ray node (a worker cannot span nodes), else of this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return int(max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0))
+    return os.cpu_count() or 1
+
+
+def available_gpus() -> int:
+    """GPUs of the running Ray (a cluster's driver may have none), else the ones torch sees here."""
+    import ray
+
+    if ray.is_initialized():
+        return int(ray.cluster_resources().get("GPU", 0))
+    return torch.cuda.device_count()
+
+
 def worker_cpus(cfg: ArgusrankConfig) -> int:
     """CPUs (and torch threads) per Ray Train worker: ``train.cpus_per_worker``, or the
-    machine's CPUs shared evenly among the workers when that is unset."""
-    return cfg.train.cpus_per_worker or max(1, available_cpus() // cfg.train.num_workers)
+    CPUs shared evenly among the workers when that is unset (at most one node's)."""
+    return cfg.train.cpus_per_worker or max(1, min(available_cpus() // cfg.train.num_workers, largest_node_cpus()))
 
 
 def use_gpu(cfg: ArgusrankConfig) -> bool:
     if cfg.train.use_gpu == "auto":
-        return torch.cuda.is_available()
+        return available_gpus() > 0
     return cfg.train.use_gpu is True
 
 
@@ -88,11 +107,12 @@ def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
     need, have = t.num_workers * worker_cpus(cfg), available_cpus()
     if need > have:
         raise ConfigError(f"train.num_workers * train.cpus_per_worker = {need} CPUs, but only {have} are available")
-    if t.use_gpu is True and not torch.cuda.is_available():
+    gpus = available_gpus()
+    if t.use_gpu is True and not gpus:
         raise ConfigError("train.use_gpu=true but no CUDA device is available (use 'auto' or 'false')")
-    if use_gpu(cfg) and t.num_workers > torch.cuda.device_count():
+    if use_gpu(cfg) and t.num_workers > gpus:
         raise ConfigError(f"train.num_workers={t.num_workers}: one GPU per worker, but only "
-                          f"{torch.cuda.device_count()} GPU(s) are visible")
+                          f"{gpus} GPU(s) are visible")
     if cfg.data.max_len > mc.max_len:
         raise ConfigError(f"data.max_len={cfg.data.max_len} exceeds the model's max_len={mc.max_len} "
                           f"(preset {cfg.model.preset!r}; raise model.overrides.max_len)")

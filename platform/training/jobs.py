@@ -22,7 +22,7 @@ import torch
 from argusrank.features.splits import Split, dataset_split
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
-from argusrank.platform.ray_runtime import start_local_ray
+from argusrank.platform.ray_runtime import is_cluster, start_local_ray
 from argusrank.platform.tracking import log_curves, log_metrics, start_run
 from argusrank.platform.training.checks import model_config, use_gpu, validate, worker_cpus
 from argusrank.platform.training.evaluate import evaluate_model
@@ -32,7 +32,7 @@ from argusrank.platform.training.worker import train_loop
 DONE_MARKER = "_argusrank_done.json"  # written into a Ray run dir once the driver finished with it
 #: config fields that do not change what a run computes (excluded from its fingerprint)
 _VOLATILE = {("train", "resume"), ("train", "stop_after_steps"), ("train", "show_progress"),
-             ("train", "log_every"), ("train", "max_failures"), ("train", "time_budget_s")}
+             ("train", "log_every"), ("train", "max_failures"), ("train", "time_budget_s"), ("ray", "address")}
 
 
 def fingerprint(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, extra: dict | None = None) -> str:
@@ -64,7 +64,7 @@ def fit(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, split: Split,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    start_local_ray(dashboard=True, log_to_driver=True)
+    start_local_ray(dashboard=True, log_to_driver=True, address=cfg.ray.address)
     fp = fingerprint(cfg, dataset_dir, stage, fp_extra)
     name = run_name(cfg, fp, stage)
     cfg.paths.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +95,12 @@ def fit(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, split: Split,
             "train_seconds": seconds, "epoch": st["epoch"], "step_in_epoch": st["step_in_epoch"]}
 
 
+def _join_cluster(cfg: ArgusrankConfig) -> None:
+    """With ``ray.address`` set, connect before the checks so they count the cluster's CPUs and GPUs."""
+    if is_cluster(cfg.ray.address):
+        start_local_ray(dashboard=True, log_to_driver=True, address=cfg.ray.address)
+
+
 def _build_model(model_cfg: dict, state: dict):
     from argusrank.models.factory import model_from_config
 
@@ -116,6 +122,7 @@ def run_pretrain(cfg: ArgusrankConfig, dataset_dir: str | Path, register: bool =
     an interrupted run (``train.stop_after_steps``) returns ``final=False`` and registers nothing.
     """
     protocol = protocol or cfg.eval.protocol
+    _join_cluster(cfg)
     meta = validate(cfg, dataset_dir, "pretrain")
     mc = model_config(cfg, meta)
     split = dataset_split(dataset_dir, protocol, cfg.data.test_days)
@@ -162,6 +169,7 @@ def run_finetune(cfg: ArgusrankConfig, dataset_dir: str | Path, init: str | None
     PairAccuracy on the test window, registers the result (alias ``candidate``).
     Returns ``{"run_id", "model_version", "init_version", "metrics", "history", "train_seconds", "final"}``.
     """
+    _join_cluster(cfg)
     meta = validate(cfg, dataset_dir, "finetune")
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     with start_run(cfg, "finetune", tags={"dataset": str(Path(dataset_dir).resolve()),
