@@ -114,6 +114,22 @@ def test_vectors_read_back_equal(filled):
     assert version == 2
 
 
+@pytest.mark.parametrize("via_push", [False, True])
+def test_pushed_user_vectors_replace_the_online_row(tmp_path, via_push):
+    """The fresh-vector write (straight to the online store, or through Feast's push source) is read back as is."""
+    cfg = _cfg(tmp_path)
+    _write(cfg, "user", np.arange(5), _vectors(5, 0), 3, T0, "a")
+    _write(cfg, "item", np.arange(7), _vectors(7, 1), 3, T0, "a")
+    store.materialize(cfg)
+    fresh = _vectors(2, 9)
+    store.push_user_vectors(cfg, vectors.vector_table("user", np.array([4, 1]), fresh, 3, T0 + 60, time.time()),
+                            via_push=via_push)
+    u, ver = store.read_user_vectors(cfg, [1, 4, 2])
+    np.testing.assert_array_equal(u[:2], fresh[[1, 0]])
+    np.testing.assert_array_equal(u[2], _vectors(5, 0)[2])  # untouched users keep the exported row
+    assert ver.tolist() == [3, 3, 3]
+
+
 @pytest.mark.parametrize("mode", ["caller", "on_demand"])
 def test_online_dot_products_equal_numpy(filled, mode):
     cfg, _, users, items, vec, *_ = filled
@@ -147,6 +163,44 @@ def test_point_in_time_training_rows(filled):
         assert (df["ui_count"][k] if len(prior) else 0) == pytest.approx(len(prior)) or np.isnan(df["ui_count"][k])
         if len(prior):
             assert df["ui_last_ts"][k] == prior.timestamp.max()
+
+
+RAY_ENGINE_JOB = """
+import sys, pandas as pd
+from argusrank.features import store
+from argusrank.platform.config import load_config
+cfg = load_config(env={}, overrides={"paths.home": sys.argv[1], "features.offline_engine": "ray", "features.ray_cpus": 1})
+edf = pd.read_parquet(sys.argv[2])
+store.historical_features(cfg, edf).to_parquet(sys.argv[3])
+rep = store.materialize(cfg, full=True)
+u, ver = store.read_user_vectors(cfg, list(range(1, 20)))
+pd.DataFrame({"rows": [rep["rows"]] * 19, "version": ver, "u0": u[:, 0]}).to_parquet(sys.argv[4])
+"""
+
+
+def test_feast_on_ray_gives_the_file_stores_training_rows_and_online_rows(filled, tmp_path):
+    """``features.offline_engine=ray`` (Feast's Ray offline store and compute engine, in a subprocess with its own
+    Ray): the point-in-time training rows and the materialized online rows equal the file store's."""
+    cfg, _, users, _, vec, *_ = filled
+    home = tmp_path / "home"
+    shutil.copytree(cfg.paths.home, home, ignore=shutil.ignore_patterns("online_store.db", "materialize_state.json"))
+    ts = [T0 + 2 * DAY, T0 + 4 * DAY, T0 + 4 * DAY, T0 + 5 * DAY, T0 + 6 * DAY - 1, T0 + 6 * DAY]
+    edf = pd.DataFrame({"user_id": [2, 2, 2, 2, 5, 7], "item_id": [3, 3, 4, 3, 9, 1], "request_id": [0, 1, 1, 2, 3, 4],
+                        "event_timestamp": pd.to_datetime(ts, unit="s", utc=True)})
+    edf.to_parquet(tmp_path / "edf.parquet")
+    env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-c", RAY_ENGINE_JOB, str(home), str(tmp_path / "edf.parquet"),
+                          str(tmp_path / "rows.parquet"), str(tmp_path / "online.parquet")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    want = store.historical_features(cfg, edf)
+    got = pd.read_parquet(tmp_path / "rows.parquet")[list(want.columns)]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
+    assert not np.isnan(want["argus_dot"][1:]).any()  # the comparison covers real vectors
+    online = pd.read_parquet(tmp_path / "online.parquet")
+    assert online["version"].tolist() == [2] * 19  # the newest export, as the file engine materialized it
+    np.testing.assert_allclose(online["u0"].to_numpy(), vec["u2"][:, 0], rtol=1e-6)
 
 
 def test_same_second_event_is_not_visible_to_its_impression(tmp_path):
