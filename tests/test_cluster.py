@@ -1,0 +1,96 @@
+"""argusrank on a real two-node Ray cluster (``ray.address``): Ray Train places workers on both nodes, and the
+results equal a run on a plain local Ray with the same seed and worker count.
+
+The cluster is two ``ray start`` nodes on this machine (1 CPU and its own object store each; tests/ray_cluster.py),
+stopped by PID at the end, never with ``ray stop``.
+"""
+from __future__ import annotations
+
+import pytest
+
+from argusrank.platform.config import load_config
+
+pytestmark = pytest.mark.ray
+
+#: the smallest data -> pretrain that still gives each of 2 workers rows (tiny preset, one short epoch)
+SETS = {"model.preset": "tiny", "train.num_workers": 2, "train.epochs": 1, "train.batch_size": 16,
+        "train.warmup_steps": 2, "train.show_progress": False, "data.max_len": 32, "data.test_days": 3,
+        "data.synth.n_users": 120, "data.synth.n_items": 80, "data.synth.days": 14, "data.synth.organic_per_user": 20,
+        "data.synth.requests_per_user": 4, "eval.ks": [10], "seed": 3}
+
+
+def make_cfg(home, address=None, tracking_uri=None):
+    return load_config(None, {**SETS, "paths.home": str(home), "ray.address": address,
+                              "mlflow.tracking_uri": tracking_uri}, env={})
+
+
+def test_ray_address_comes_from_the_config_or_ray_address_env(tmp_path):
+    from argusrank.platform.training.jobs import fingerprint
+
+    assert load_config(None, env={}).ray.address is None
+    assert load_config(None, env={"RAY_ADDRESS": "10.0.0.5:6379"}).ray.address == "10.0.0.5:6379"
+    cfg = load_config(None, ["ray.address=auto"], env={"RAY_ADDRESS": "10.0.0.5:6379"})
+    assert cfg.ray.address == "auto"  # --set wins over the environment
+    (tmp_path / "metadata.json").write_text("{}")
+    # where Ray runs does not change what a run computes: a rerun on a cluster resumes a local run and back
+    fp = fingerprint(make_cfg(tmp_path, "10.0.0.5:6379"), tmp_path, "pretrain")
+    assert fp == fingerprint(make_cfg(tmp_path), tmp_path, "pretrain")
+    assert fp != fingerprint(make_cfg(tmp_path), tmp_path, "finetune")
+
+
+def _pretrain(cfg) -> dict:
+    import ray
+
+    from argusrank.platform.pipeline import run_pipeline
+
+    try:
+        out = run_pipeline(cfg, ("data", "pretrain"))
+        assert ray.is_initialized()
+        out["cluster_resources"] = ray.cluster_resources()
+        out["alive_nodes"] = sum(n["Alive"] for n in ray.nodes())
+        out["gcs_address"] = ray.get_runtime_context().gcs_address
+        return out
+    finally:
+        ray.shutdown()
+
+
+def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatch):
+    import ray
+    from ray.util.state import list_actors, list_nodes
+
+    from ray_cluster import ClusterUnavailable, start_cluster
+
+    if ray.is_initialized():
+        pytest.fail("a Ray runtime is already initialized in this process: the test must connect through ray.address")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    mlflow_db = f"sqlite:///{tmp_path / 'mlflow.db'}"  # one MLflow store for both runs (created once)
+    try:
+        cluster = start_cluster(nodes=2, cpus_per_node=1, env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"})
+    except ClusterUnavailable as exc:
+        pytest.skip(f"cannot start a two-node Ray cluster with `ray start` here: {exc}")
+    try:
+        on_cluster = _pretrain(make_cfg(tmp_path / "cluster", cluster.address, mlflow_db))
+        nodes = {n.node_id for n in list_nodes(address=cluster.dashboard) if n.state == "ALIVE"}
+        workers = [a for a in list_actors(address=cluster.dashboard, detail=True, limit=1000)
+                   if "RayTrainWorker" in (a.class_name or "")]
+    finally:
+        cluster.stop()
+    assert not cluster.pids(), "the test cluster left processes behind"
+    # the driver joined the cluster (2 nodes x 1 CPU), it did not start a Ray of its own
+    assert on_cluster["gcs_address"].endswith(cluster.address.rsplit(":", 1)[1])
+    assert on_cluster["alive_nodes"] == 2 and on_cluster["cluster_resources"]["CPU"] == 2
+    assert len(nodes) == 2
+    assert len(workers) == 2 and {a.node_id for a in workers} == nodes, [(a.class_name, a.node_id) for a in workers]
+
+    local = _pretrain(make_cfg(tmp_path / "local", None, mlflow_db))
+    assert local["alive_nodes"] == 1 and local["gcs_address"] != on_cluster["gcs_address"]  # a plain local Ray
+    assert on_cluster["data"]["n_events"] == local["data"]["n_events"] > 0
+    c, lo = on_cluster["pretrain"], local["pretrain"]
+    assert c["final"] and lo["final"] and (c["model_version"], lo["model_version"]) == (1, 2)
+    assert len(c["history"]) == len(lo["history"]) == 1
+    for hc, hl in zip(c["history"], lo["history"]):
+        assert hc == pytest.approx(hl, rel=1e-6)
+    numeric = {k: v for k, v in lo["metrics"].items() if isinstance(v, (int, float))}
+    assert {k: c["metrics"][k] for k in numeric} == pytest.approx(numeric, rel=1e-6)
+    assert "ndcg@10" in numeric and "nip_loss" in numeric
+    assert c["metrics"]["n_targets"] > 0 and c["history"][0]["loss"] > 0
