@@ -22,7 +22,10 @@ from test_train_ray import make_cfg, planted_dataset
 
 pytestmark = pytest.mark.ray
 
-OVER = {"train.num_workers": 1, "train.epochs": 3, "train.batch_size": 4, "train.checkpoint_every": 8}
+# 2 workers (each restores its own RNG and sums), 2 epochs of 6 steps, a checkpoint every 4: the kill lands
+# mid-epoch, after at least one checkpoint
+OVER = {"train.num_workers": 2, "train.cpus_per_worker": 1, "train.epochs": 2, "train.batch_size": 4,
+        "train.checkpoint_every": 4}
 JOB = """
 import json, sys
 from argusrank.platform.config import load_config
@@ -34,13 +37,13 @@ print("RESULT " + json.dumps({"final": res["final"], "history": res["history"], 
 """
 
 
-def _overrides(home: Path) -> dict:
-    return make_cfg(home, **OVER).model_dump(mode="json")
+def _overrides(home: Path, **extra) -> dict:
+    return make_cfg(home, **OVER, **extra).model_dump(mode="json")
 
 
-def _job(home: Path, data: Path) -> subprocess.Popen:
+def _job(home: Path, data: Path, **extra) -> subprocess.Popen:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
-    return subprocess.Popen([sys.executable, "-c", JOB, json.dumps(_overrides(home)), str(data)], env=env,
+    return subprocess.Popen([sys.executable, "-c", JOB, json.dumps(_overrides(home, **extra)), str(data)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
 
 
@@ -51,10 +54,16 @@ def _result(proc: subprocess.Popen, timeout: float = 600) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def _wait_for_checkpoint(home: Path, proc: subprocess.Popen | None = None, timeout: float = 300) -> Path:
+def _checkpoints(home: Path) -> set[Path]:
+    return set((home / "ray_results").glob("pretrain-*/checkpoint_*"))
+
+
+def _wait_for_checkpoint(home: Path, proc: subprocess.Popen | None = None, timeout: float = 300,
+                         known: frozenset = frozenset()) -> Path:
+    """The first checkpoint under ``home`` that is not one of ``known``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = sorted((home / "ray_results").glob("pretrain-*/checkpoint_*"))
+        found = sorted(_checkpoints(home) - known)
         if found:
             return found[0]
         assert proc is None or proc.poll() is None, "the job ended before its first checkpoint"
@@ -65,7 +74,7 @@ def _wait_for_checkpoint(home: Path, proc: subprocess.Popen | None = None, timeo
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("data") / "planted"
-    planted_dataset(d, n_users=120, length=60)
+    planted_dataset(d, n_users=48, length=60)
     return d
 
 
@@ -75,13 +84,20 @@ def uninterrupted(tmp_path_factory, data):
 
 
 def test_driver_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path, data, uninterrupted):
+    """Stopped early on purpose (``train.stop_after_steps``: checkpoint, nothing final), resumed, SIGKILLed
+    mid-epoch after its next checkpoint, resumed again: the end equals the uninterrupted run."""
     home = tmp_path / "killed"
+    stopped = _result(_job(home, data, **{"train.stop_after_steps": 3}))
+    assert stopped["final"] is False and stopped["metrics"] == {}
+    known = frozenset(_checkpoints(home))
+    assert known  # the stop wrote one
     proc = _job(home, data)
-    _wait_for_checkpoint(home, proc)
+    _wait_for_checkpoint(home, proc, known=known)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started (its local Ray)
     proc.wait(timeout=60)
     resumed = _result(_job(home, data))
     assert resumed["final"] and Path(resumed["run_dir"]).parent == home / "ray_results"
+    assert resumed["run_dir"] == stopped["run_dir"]  # the same Ray run, restored twice
     assert resumed["history"] == uninterrupted["history"]
     assert resumed["metrics"] == uninterrupted["metrics"]
 
@@ -102,8 +118,10 @@ def test_worker_killed_mid_epoch_restarts_from_the_checkpoint(tmp_path, data, un
         job = threading.Thread(target=lambda: out.update(run_pretrain(cfg, data, register=False)))
         job.start()
         _wait_for_checkpoint(home)
-        workers = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "TrainWorker" in a.class_name]
-        assert workers, [a.class_name for a in list_actors()]
+        gcs = ray.get_runtime_context().gcs_address  # this test's Ray (others may run on the machine)
+        workers = [a for a in list_actors(address=gcs, filters=[("state", "=", "ALIVE")])
+                   if "TrainWorker" in a.class_name]
+        assert workers, [a.class_name for a in list_actors(address=gcs)]
         os.kill(workers[0].pid, signal.SIGKILL)
         job.join(timeout=600)
     finally:
