@@ -110,6 +110,10 @@ class ServeConfig(Section):
     max_exclude: int = Field(10_000, ge=0)  # /recommend: most item ids in `exclude`
     max_rank_items: int = Field(2_000, ge=1)  # /rank: most item ids per request
     max_events: int = Field(1_000, ge=1)  # POST /events: most events per request
+    # fresh vectors: when a user's cached window is full (max_len events), the next event re-encodes the last
+    # fresh_keep share of it in one full pass, then steps again: one full pass per (1 - share) * max_len events
+    # instead of one per event; a fresh vector is then a full pass over the user's last share*max_len..max_len events
+    fresh_keep: float = Field(0.5, gt=0, le=1)
     max_body_bytes: int = Field(262_144, ge=1024)  # larger request bodies get 413
     batch_max_size: int = Field(16, ge=1)  # @serve.batch of CandidateGenerator and Ranker
     batch_wait_timeout_s: float = Field(0.0, ge=0)  # 0: batch only what is already queued (no added latency)

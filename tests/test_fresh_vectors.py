@@ -87,9 +87,23 @@ def test_ingested_events_move_the_online_vector_to_a_full_pass(served):
     fresh.ingest(second)  # the cached window plus the new event
     np.testing.assert_allclose(store.read_user_vectors(cfg, [user])[0][0], _full_pass(served, user, first[:1] + second),
                                rtol=1e-4, atol=1e-5)
+    # one batch, several cached users, two events for one of them, out of order in the batch: each user's vector
+    # equals a full pass (the steps are batched across users, a user's events in time order)
+    other = int(served["hist"].user_ids[4])
+    o1 = [{"user_id": other, "item_id": int(served["items"][2]), "timestamp": t + 5, "played_ratio": 0.5}]
+    fresh.ingest(o1)
+    batch = [{"user_id": user, "item_id": int(served["items"][1]), "timestamp": t + 90, "played_ratio": 0.7},
+             {"user_id": other, "item_id": int(served["items"][3]), "timestamp": t + 40, "liked": True},
+             {"user_id": user, "item_id": int(served["items"][7]), "timestamp": t + 60, "played_ratio": 0.2}]
+    out = fresh.ingest(batch)
+    assert [(v["user_id"], v["event_timestamp"]) for v in out["vectors"]] == sorted([(user, t + 90), (other, t + 40)])
+    got = store.read_user_vectors(cfg, [user, other])[0]
+    np.testing.assert_allclose(got[0], _full_pass(served, user, first[:1] + second + [batch[2], batch[0]]),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[1], _full_pass(served, other, o1 + [batch[1]]), rtol=1e-4, atol=1e-5)
     # durable: another process (a restarted replica) finds every accepted event in the log
     logged = OnlineEventLog(cfg.paths.home / "online" / "events.db").user_events(user)
-    assert logged["timestamp"].to_pylist() == [t, t + 30]
+    assert logged["timestamp"].to_pylist() == [t, t + 30, t + 60, t + 90]
 
 
 def test_a_user_unknown_offline_gets_a_vector_from_the_online_events_alone(served):

@@ -48,6 +48,7 @@ class FreshVectors:
         model, version = registry.load_argus(self.cfg, bundle.argus_version)
         with self._lock:
             self.bundle, self.model = bundle, model.eval()
+            self.keep = max(1, int(self.cfg.serve.fresh_keep * model.cfg.max_len))  # events kept when a window is full
             self.states: OrderedDict[int, Any] = OrderedDict()  # user -> IncrementalUserState of this version
 
     def ingest(self, records: Sequence[dict]) -> dict[str, Any]:
@@ -71,28 +72,34 @@ class FreshVectors:
         return out
 
     def _update(self, events: pa.Table) -> list[dict[str, Any]]:
+        """New states and vectors of the users in ``events``, batched across users: per round, the next event of
+        every cached user in one ``append_batch`` step; users not cached (or sent an event older than their window's
+        last) get one full pass over their history, which already holds these events (logged first)."""
         from argusrank.features import store, vectors
         from argusrank.models import incremental
 
-        users = np.unique(events["user_id"].to_numpy())
-        vecs, latest = [], []
-        for user in users.tolist():
-            mine = events.filter(pa.compute.equal(events["user_id"], user)).sort_by("timestamp")
-            state = self.states.pop(user, None)
-            try:
-                if state is None:
-                    raise LookupError(user)
-                for event in mine.to_pylist():  # one step per event from the cached state
-                    state = incremental.append(self.model, state, event)
-            except (LookupError, ValueError):  # not cached, or an event older than the window's last one
-                state = incremental.init_state(self.model, self._history(user))
-            self.states[user] = state
-            while len(self.states) > self.cache_users:
-                self.states.popitem(last=False)
-            vecs.append(incremental.user_vector(self.model, state))
-            latest.append(int(state.last_timestamp))
-        table = vectors.vector_table("user", users, np.stack(vecs), self.bundle.argus_version, np.asarray(latest),
-                                     time.time())
+        events = events.sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
+        ids, ts = events["user_id"].to_numpy(), events["timestamp"].to_numpy()
+        users, first, counts = np.unique(ids, return_index=True, return_counts=True)
+        rows = events.to_pylist()
+        states = [self.states.pop(u, None) for u in users.tolist()]
+        for i, s in enumerate(states):
+            if s is None or (s.last_timestamp is not None and int(ts[first[i]]) < s.last_timestamp):
+                states[i] = incremental.init_state(self.model, self._history(int(users[i])))
+                counts[i] = 0  # the full pass covered this batch's events
+        for r in range(int(counts.max(initial=0))):
+            idx = np.flatnonzero(counts > r)
+            stepped = incremental.append_batch(self.model, [states[i] for i in idx], [rows[first[i] + r] for i in idx],
+                                               keep=self.keep)
+            for i, s in zip(idx.tolist(), stepped):
+                states[i] = s
+        for u, s in zip(users.tolist(), states):
+            self.states[u] = s
+        while len(self.states) > self.cache_users:
+            self.states.popitem(last=False)
+        latest = np.asarray([int(s.last_timestamp) for s in states], dtype=np.int64)
+        table = vectors.vector_table("user", users, incremental.user_vectors(self.model, states),
+                                     self.bundle.argus_version, latest, time.time())
         store.push_user_vectors(self.cfg, table)
         return [{"user_id": int(u), "event_timestamp": int(t), "model_version": self.bundle.argus_version}
                 for u, t in zip(users, latest)]
