@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from argusrank.features.argus_features import is_argus_feature
 from argusrank.features.io import atomic_write_table
 from argusrank.features.schema import feedback_grade
 
@@ -259,8 +260,9 @@ def ranker_features(
     """The ranker's feature matrix (N, F) float32 in ``feature_names`` order.
 
     ``raw`` maps raw Feast feature names (``item_pop_7d``, ``user_last_ts``,
-    ``ui_last_ts``, ..., and ``argus_dot`` when used) to N values (None/NaN
-    where missing); ``request_ts`` is the request time in seconds (scalar or
+    ``ui_last_ts``, ..., and the ARGUS features used: ``argus_dot``, ``nip_dot``, ...,
+    ``features/argus_features.py``) to N values (None/NaN where missing; an ARGUS feature
+    other than ``argus_dot`` absent from ``raw`` is an error); ``request_ts`` is the request time in seconds (scalar or
     (N,)). Counts missing from the store are 0; recencies are ``request_ts -
     last_ts`` (NaN when never seen); rates stay NaN (XGBoost's missing value).
     """
@@ -276,8 +278,11 @@ def ranker_features(
             x = _col(raw, f, n)
         elif f in BASE_FEATURES:
             x = np.full(n, np.nan)
+        elif is_argus_feature(f):  # computed from vectors (features/argus_features.py): never silently missing
+            raise KeyError(f"ranker feature {f!r} is not among the raw features given ({sorted(raw)})")
         else:
-            raise KeyError(f"unknown ranker feature {f!r}; known: {ARGUS_FEATURES}")
+            raise KeyError(f"unknown ranker feature {f!r}; known: {BASE_FEATURES} and the ARGUS features "
+                           "of features/argus_features.py")
         if f in _COUNTS:
             x = np.nan_to_num(x, nan=0.0)
         cols.append(x)

@@ -83,8 +83,14 @@ class FeaturesConfig(Section):
     dot_product_mode: Literal["caller", "on_demand"] = "caller"  # caller: dot products in numpy (bench/README.md)
     snapshot_every_s: int = Field(86400, gt=0)  # export: user-vector / baseline snapshot spacing
     export_batch_size: int = Field(256, ge=1)  # Ray Data map_batches batch size
-    # vector spaces the export writes: tower (ranking feature, tower ANN), nip (NIP-head ANN candidates)
-    export_spaces: list[Literal["tower", "nip"]] = Field(default_factory=lambda: ["tower", "nip"], min_length=1)
+    # vector spaces the export writes: tower (ranking feature, tower ANN), nip (NIP-head ANN candidates, nip_dot),
+    # fp (the FP head's user / item parts: fp_* ranker features; skipped for a model whose FP head does not split)
+    export_spaces: list[Literal["tower", "nip", "fp"]] = Field(default_factory=lambda: ["tower", "fp", "nip"],
+                                                               min_length=1)  # the validated (sorted) order
+    # which network computes the fp space: "parent" = the pre-trained version a fine-tuned one started from (the
+    # FP head is trained in pre-training only; fine-tuning moves the embeddings it reads: bench/README.md
+    # "Final-ranker uplift"), "self" = the exported version itself
+    fp_from: Literal["parent", "self"] = "parent"
 
     @field_validator("export_spaces")
     @classmethod

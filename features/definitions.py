@@ -16,6 +16,7 @@ Parquet layout (one directory per view, any number of files)::
     VECTORS/user_vectors/*.parquet   user_id, user_vector list<float32>, user_model_version, event_timestamp, created
     VECTORS/item_vectors/*.parquet   item_id, item_vector list<float32>, item_model_version, event_timestamp, created
     VECTORS/user_nip_vectors/, item_nip_vectors/   the same for the NIP head (features/vectors.py)
+    VECTORS/user_fp_vectors/, item_fp_vectors/     the same for the FP head's user / item parts
     BASELINE/user_stats/, item_stats/, user_item/, user_item_priors/   see features/baseline.py
 """
 from __future__ import annotations
@@ -75,10 +76,12 @@ def build_definitions(vectors_dir: str | Path, baseline_dir: str | Path) -> dict
         schema=[Field(name="item_vector", dtype=Array(Float32)), Field(name="item_model_version", dtype=Int64)],
         description="ARGUS item tower output for the whole catalog",
     )
-    nip = {}
+    heads = {}
     for kind, ent, what in (("user_nip", user, "ARGUS NIP-head query of a user's next (feed) event"),
-                            ("item_nip", item, "ARGUS NIP-head item embedding (NIP-ANN candidates)")):
-        nip[VIEW_OF[kind]] = FeatureView(
+                            ("item_nip", item, "ARGUS NIP-head item embedding (NIP-ANN candidates)"),
+                            ("user_fp", user, "ARGUS FP-head user part of a user's next (feed) event"),
+                            ("item_fp", item, "ARGUS FP-head item part (ranker fp_* features)")):
+        heads[VIEW_OF[kind]] = FeatureView(
             name=VIEW_OF[kind], entities=[ent], ttl=no_ttl, source=_source(VIEW_OF[kind], vectors_dir / VIEW_OF[kind]),
             schema=[Field(name=f"{kind}_vector", dtype=Array(Float32)), Field(name=f"{kind}_model_version", dtype=Int64)],
             description=what,
@@ -102,7 +105,7 @@ def build_definitions(vectors_dir: str | Path, baseline_dir: str | Path) -> dict
         mode="python",
     )(_fresh(argus_dot_udf))
 
-    return {"user": user, "item": item, USER_VECTORS: user_vectors, ITEM_VECTORS: item_vectors, **nip, **views,
+    return {"user": user, "item": item, USER_VECTORS: user_vectors, ITEM_VECTORS: item_vectors, **heads, **views,
             DOT_VIEW: argus_dot_view}
 
 
@@ -120,3 +123,5 @@ user_item_priors = _DEFS[USER_ITEM_PRIORS.name]
 argus_dot_view = _DEFS[DOT_VIEW]
 user_nip_vectors = _DEFS[VIEW_OF["user_nip"]]
 item_nip_vectors = _DEFS[VIEW_OF["item_nip"]]
+user_fp_vectors = _DEFS[VIEW_OF["user_fp"]]
+item_fp_vectors = _DEFS[VIEW_OF["item_fp"]]

@@ -23,11 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from argusrank.features.argus_features import features_of_rows, kinds_for
 from argusrank.features.baseline import DOT_FEATURE, RAW_REFS, USER_ITEM_PRIORS, VIEWS
 from argusrank.features.config import StoreConfig
 from argusrank.features.io import atomic_write_text
 from argusrank.features.vectors import (
-    DOT_VIEW, ITEM_VECTORS, USER_VECTORS, USER_VECTORS_PUSH, VIEW_OF, check_versions, dot_products, to_matrix, to_versions,
+    DOT_VIEW, ITEM_VECTORS, USER_VECTORS, USER_VECTORS_PUSH, VIEW_OF, check_versions, to_matrix, to_versions,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -253,25 +254,32 @@ def read_item_vectors(cfg: StoreConfig, item_ids: Sequence[int]) -> tuple[np.nda
 
 def online_features(
     cfg: StoreConfig, user_id: int, item_ids: Sequence[int], mode: str | None = None,
+    argus: Sequence[str] = (DOT_FEATURE,),
 ) -> dict[str, np.ndarray]:
     """Every raw ranker feature for one user and N candidate items, in ONE batched Feast call.
 
-    Returns ``{feature: (N,) array}`` for the baseline views plus ``argus_dot``
-    and ``model_version``. ``mode`` (default ``cfg.features.dot_product_mode``):
-    ``"caller"`` reads both vectors and computes the dot products here
-    (vectorized), ``"on_demand"`` lets Feast's on-demand view compute them.
-    Raises VectorVersionMismatch when user and item vectors disagree.
+    Returns ``{feature: (N,) array}`` for the baseline views plus ``argus_dot``, the other
+    ARGUS features named in ``argus`` (``features/argus_features.py``) and ``model_version``.
+    ``mode`` (default ``cfg.features.dot_product_mode``): ``"caller"`` reads the vectors and
+    computes the dot products here (vectorized), ``"on_demand"`` lets Feast's on-demand view
+    compute ``argus_dot``. Raises VectorVersionMismatch when the vectors disagree.
     """
     mode = mode or cfg.features.dot_product_mode
     items = [int(i) for i in item_ids]
     rows = {"user_id": [int(user_id)] * len(items), "item_id": items}
-    vec_refs = USER_VEC_REFS + ITEM_VEC_REFS if mode == "caller" else VERSION_REFS + [DOT_REF]
+    extra = [f for f in dict.fromkeys(argus) if f != DOT_FEATURE]
+    kinds = list(dict.fromkeys(["user", "item", *kinds_for(extra)] if mode == "caller" else kinds_for(extra)))
+    vec_refs = [f"{VIEW_OF[k]}:{k}_{c}" for k in kinds for c in ("vector", "model_version")]
+    vec_refs += [] if mode == "caller" else [ref for ref in VERSION_REFS + [DOT_REF] if ref not in vec_refs]
     r = _online(cfg, list(RAW_REFS) + vec_refs, rows)
-    version = check_versions(to_versions(r["user_model_version"]), to_versions(r["item_model_version"]))
+    ver = {k: to_versions(r[f"{k}_model_version"]) for k in dict.fromkeys(["user", "item", *kinds])}
+    version = check_versions(np.concatenate([v for k, v in ver.items() if k.startswith("user")]),
+                             np.concatenate([v for k, v in ver.items() if k.startswith("item")]))
     out = {ref.split(":")[1]: _floats(r[ref.split(":")[1]]) for ref in RAW_REFS}
-    if mode == "caller":
-        out[DOT_FEATURE] = dot_products(to_matrix(r["user_vector"]), to_matrix(r["item_vector"]))
-    else:
+    names = [DOT_FEATURE, *extra] if mode == "caller" else extra
+    out.update(features_of_rows(cfg, names, {k: to_matrix(r[f"{k}_vector"]) for k in kinds},
+                                np.full(len(items), -1 if version is None else version)))
+    if mode != "caller":
         out[DOT_FEATURE] = _floats(r[DOT_FEATURE])
     out["model_version"] = np.full(len(items), -1 if version is None else version, dtype=np.int64)
     return out
@@ -279,14 +287,16 @@ def online_features(
 
 # --- offline: point-in-time training sets ----------------------------------------------------
 
-def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors: bool = True) -> pd.DataFrame:
+def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors: bool = True,
+                        argus: Sequence[str] = (DOT_FEATURE,)) -> pd.DataFrame:
     """Point-in-time join for impressions (``get_historical_features``), one output row per input row.
 
     ``entity_df``: columns user_id, item_id, event_timestamp (tz-aware UTC, the
     impression time) plus anything to carry along. Every feature row used was
     valid at or before the impression time; features missing then are NaN.
-    Adds ``argus_dot`` (vectorized here) and checks that user and item vectors
-    share one model version.
+    Adds ``argus_dot`` and the other ARGUS features named in ``argus``
+    (``features/argus_features.py``, from every vector kind the export wrote; vectorized) and checks
+    that a row's vectors share one model version.
 
     Feast 0.67's file (Dask) store collapses entity rows that share join keys
     and timestamp (feast-dev/feast#6787: every impression of one request!) and
@@ -296,8 +306,9 @@ def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors:
     store = get_store(cfg)
     out = entity_df.reset_index(drop=True).copy()
     groups = [(v.name, list(v.keys), [f"{v.name}:{f}" for f in v.features]) for v in VIEWS]
-    if with_vectors:
-        groups += [(USER_VECTORS, ["user_id"], USER_VEC_REFS), (ITEM_VECTORS, ["item_id"], ITEM_VEC_REFS)]
+    kinds = ("user", "item", *(k for k in kinds_for(argus) if k not in ("user", "item"))) if with_vectors else ()
+    groups += [(VIEW_OF[k], [f"{k.split('_')[0]}_id"], [f"{VIEW_OF[k]}:{k}_{c}" for c in ("vector", "model_version")])
+               for k in kinds]
     dirs = view_dirs(cfg)
     for view, keys, refs in groups:
         if not any(dirs[view].glob("*.parquet")):  # nothing exported for this view: all missing
@@ -308,9 +319,13 @@ def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors:
         got = got[keys + ["event_timestamp"] + [r.split(":")[1] for r in refs]]
         out = out.merge(got, on=keys + ["event_timestamp"], how="left", validate="many_to_one")
     if with_vectors:
-        uv = out["user_model_version"].fillna(-1).astype(np.int64).to_numpy()
-        iv = out["item_model_version"].fillna(-1).astype(np.int64).to_numpy()
-        check_versions(uv, iv, per_row=True)
-        out[DOT_FEATURE] = dot_products(to_matrix(out["user_vector"].tolist()), to_matrix(out["item_vector"].tolist()))
-        out = out.drop(columns=["user_vector", "item_vector"])
+        ver = {k: out[f"{k}_model_version"].fillna(-1).astype(np.int64).to_numpy() for k in kinds}
+        for i, a in enumerate(kinds):  # every pair of a row's vectors: one model version
+            for b in kinds[i + 1:]:
+                check_versions(ver[a], ver[b], per_row=True)
+        row_version = np.max(np.stack(list(ver.values())), axis=0)  # one version per row (checked), -1: none
+        vecs = {k: to_matrix(out[f"{k}_vector"].tolist()) for k in kinds}
+        for f, x in features_of_rows(cfg, list(dict.fromkeys([DOT_FEATURE, *argus])), vecs, row_version).items():
+            out[f] = x
+        out = out.drop(columns=[f"{k}_vector" for k in kinds])
     return out

@@ -1,10 +1,12 @@
 """ARGUS vectors on disk: the one table layout, its files, model versions and archive.
 
 Layout under ``cfg.paths.vectors_dir``, one view per *kind* (``user``, ``item``: the two towers;
-``user_nip``, ``item_nip``: the NIP head's user query and item embeddings, ``platform/inference.py``)::
+``user_nip``, ``item_nip``: the NIP head's user query and item embeddings; ``user_fp``, ``item_fp``: the FP
+head's user and item parts, ``platform/inference.py``)::
 
     <kind>_vectors/<tag>.parquet  <entity>_id, <kind>_vector list<float32>, <kind>_model_version, event_timestamp, created
     archive/<view>/<tag>.parquet  files of other model versions (moved by :func:`archive_other_versions`)
+    heads/<name>_v<version>.npz   small per-version arrays the features need besides vectors (the FP output layer)
 
 A file is written under a hidden temporary name and renamed into place when complete
 (readers skip hidden files), so a crash never leaves a truncated file behind. Vectors
@@ -22,9 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from argusrank.features.config import StoreConfig
-from argusrank.features.io import atomic_write_table
+from argusrank.features.io import atomic_file, atomic_write_table
 
-KINDS = ("user", "item", "user_nip", "item_nip")
+KINDS = ("user", "item", "user_nip", "item_nip", "user_fp", "item_fp")
 VIEW_OF = {kind: f"{kind}_vectors" for kind in KINDS}
 USER_VECTORS, ITEM_VECTORS = VIEW_OF["user"], VIEW_OF["item"]
 DOT_VIEW = "argus_dot_view"  # the on-demand Feast view computing argus_dot from the two vector views
@@ -119,6 +121,28 @@ def read_version(cfg: StoreConfig, kind: str, version: int) -> tuple[np.ndarray,
     t = t.filter(pa.array(np.r_[True, ids[1:] != ids[:-1]]))
     vecs = np.asarray(t[f"{kind}_vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(t.num_rows, -1)
     return t[key].to_numpy().astype(np.int64), vecs
+
+
+def head_path(cfg: StoreConfig, name: str, version: int) -> Path:
+    return cfg.paths.vectors_dir / "heads" / f"{name}_v{int(version)}.npz"
+
+
+def write_head(cfg: StoreConfig, name: str, version: int, arrays: dict[str, np.ndarray]) -> Path:
+    """Write the per-version arrays ``name`` (e.g. the FP output layer) atomically; returns the path."""
+    path = head_path(cfg, name, version)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
+    return path
+
+
+def read_head(cfg: StoreConfig, name: str, version: int) -> dict[str, np.ndarray]:
+    """The arrays of :func:`write_head`; LookupError when that version has none."""
+    path = head_path(cfg, name, version)
+    if not path.is_file():
+        raise LookupError(f"no {name!r} head of model version {version} at {path}: export that version first")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def archive_other_versions(cfg: StoreConfig, version: int) -> list[Path]:

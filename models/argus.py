@@ -215,6 +215,25 @@ class ArgusModel(nn.Module):
         logits = self.fp(self._run(self.prepare_batch(batch)).fp_in)
         return {name: torch.sigmoid(logits[name]) for name in FEEDBACK_TARGETS}
 
+    def fp_separable(self) -> bool:
+        """Whether the FP head splits into a user part and an item part (one token per event: the FP input is
+        ``[state t-1; context t; item t]``); the full encoder's FP input is the item token's hidden state."""
+        return self.fp is not None and self.token_type is None
+
+    def fp_user_parts(self, batch: SequenceBatch) -> torch.Tensor:
+        """(B, L, hidden) the FP head's user part at every position (state t-1 and context t): with
+        :meth:`fp_item_parts` of item t, ``fp.output_layer`` of GELU(user + item) = the FP logits of event t."""
+        if not self.fp_separable():
+            raise ValueError("the FP head splits into user and item parts only with one token per event "
+                             f"(encoder 'simplified' or 'hstu', use_feedback): encoder={self.cfg.encoder!r}")
+        return self.fp.user_part(self._run(self.prepare_batch(batch)).nip_in)
+
+    def fp_item_parts(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """(N,) raw IDs -> (N, hidden) the FP head's item part."""
+        if not self.fp_separable():
+            raise ValueError(f"the FP head of encoder {self.cfg.encoder!r} does not split into user and item parts")
+        return self.fp.item_part(self.item_emb(item_ids))
+
     # ---------------------------------------------------------------- two towers, one pass
     def _states_at(self, history: SequenceBatch, cutoff: torch.Tensor | None) -> torch.Tensor:
         """(B, K, D) state after the last event with ts <= cutoff (B, K); the learned empty

@@ -61,6 +61,23 @@ class FPHead(nn.Module):
         logits = self.net(x).float()
         return {t: logits[..., i] for i, t in enumerate(FEEDBACK_TARGETS)}
 
+    # The first layer is linear, so over an input ``[prefix; item]`` (simplified encoder: prefix = state t-1 and
+    # context t) it splits into a user part and an item part: logits = out(GELU(user_part + item_part)). The
+    # ranker's FP features use the split: one user part per user, one item part per item, exported as vectors.
+    def user_part(self, prefix: torch.Tensor) -> torch.Tensor:  # (..., in_dim - d_item) -> (..., hidden)
+        lin = self.net[0]
+        k = prefix.shape[-1]
+        return (prefix.float() @ lin.weight[:, :k].float().T + lin.bias.float()).float()
+
+    def item_part(self, item: torch.Tensor) -> torch.Tensor:  # (..., d_item) -> (..., hidden)
+        lin = self.net[0]
+        return (item.float() @ lin.weight[:, lin.in_features - item.shape[-1]:].float().T).float()
+
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer ``(weight (n_targets, hidden), bias (n_targets,))``, rows in FEEDBACK_TARGETS order."""
+        out = self.net[2]
+        return out.weight.detach().float(), out.bias.detach().float()
+
 
 class Towers(nn.Module):
     """User tower (state -> tower_dim) and item tower (item embedding -> tower_dim).

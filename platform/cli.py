@@ -89,7 +89,8 @@ def ranker_train_cmd(
     data: Optional[Path] = DataOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Train the ranker with and without the ARGUS dot product; print PairAccuracy, NDCG and uplift."""
+    """Train the ranker with and without the ARGUS features (ranker.argus_features; ranker.ablation: each alone);
+    print PairAccuracy, NDCG and uplift."""
     from argusrank.features.vectors import VectorVersionMismatch
     from argusrank.platform.ranker_job import train_rankers
 
@@ -99,6 +100,12 @@ def ranker_train_cmd(
             res = train_rankers(cfg, dataset(cfg, data))
     except (VectorVersionMismatch, ValueError) as exc:
         raise fail(f"ranker train: {exc}", 1)
+    from argusrank.platform.logs import console
+    from argusrank.platform.pipeline import uplift_table
+
+    console.print(uplift_table(res))
+    res.update({f"ablation.{k}": v["pair_accuracy"] for k, v in res.pop("ablation", {}).items()})
+    res["argus_features"] = ",".join(res.get("argus_features", []))
     emit(res, as_json, "final ranker (held-out requests)")
 
 # --- serving commands ---------------------------------------------------------------------

@@ -80,6 +80,21 @@ class RankerConfig(Section):
     ndcg_k: int = Field(10, ge=1)
     train_frac: float = Field(0.6, gt=0, lt=1)  # earliest share of the ranker window's requests used for training
     alias: str = "champion"  # registry alias set on the chosen ranker
+    # the ARGUS features of the "argus" ranker next to the baseline ones (features/argus_features.py: argus_dot,
+    # nip_dot, fp_liked/fp_disliked/fp_skip/fp_played, argus_dot_b<k>of<B>); recorded with the registered ranker,
+    # computed by serving. Default: what won the ablation (bench/README.md "Final-ranker uplift")
+    argus_features: list[str] = Field(default_factory=lambda: ["argus_dot"], min_length=1)
+    ablation: bool = True  # also train base + argus_dot + each other ARGUS feature group (and all) and report each
+
+    @field_validator("argus_features")
+    @classmethod
+    def _known_argus_features(cls, v: list[str]) -> list[str]:
+        from argusrank.features.argus_features import is_argus_feature
+
+        bad = [f for f in v if not is_argus_feature(f)]
+        if bad:
+            raise ValueError(f"unknown ARGUS features {bad} (features/argus_features.py)")
+        return list(dict.fromkeys(v))
 
 
 class CandidateSource(Section):

@@ -2,7 +2,8 @@
 
 From a registered ARGUS model (alias or version) it computes, with Ray Data
 (``map_batches`` with the model in a callable class, on GPU when present), for each
-space of ``features.export_spaces`` (``tower``; ``nip``: the NIP head, ``platform/inference.py``):
+space of ``features.export_spaces`` (``tower``; ``nip``: the NIP head; ``fp``: the FP head's user and item
+parts, its output layer as a head file; ``platform/inference.py``):
 
 - user vectors: from the user's last events at or before ``as_of - lag_s``, one row
   per (user, as_of) snapshot, ``event_timestamp = as_of``;
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from argusrank.features import baseline, vectors
+from argusrank.features.argus_features import FP_HEAD
 from argusrank.features.io import atomic_file, atomic_write_text
 from argusrank.features.splits import dataset_split
 from argusrank.platform import registry
@@ -118,6 +120,22 @@ def default_snapshots(cfg: ArgusrankConfig, t_split: int, t_end: int) -> np.ndar
     return baseline.snapshot_times(t_split, t_end - 1, cfg.features.snapshot_every_s)
 
 
+def _fp_model(cfg: ArgusrankConfig, model, version: int):
+    """``(network, its version)`` whose FP head the ``fp`` space exports, or ``(None, None)`` when the space is
+    not exported: not in ``features.export_spaces``, or an FP head that does not split into user and
+    item parts (``ArgusModel.fp_separable``). ``features.fp_from="parent"``: the pre-trained version a fine-tuned
+    one started from (fine-tuning trains the towers only and moves the embeddings the FP head reads)."""
+    if "fp" not in cfg.features.export_spaces:
+        return None, None
+    fp_model, fp_version = model, version
+    parent = registry.parent_version(cfg, version) if cfg.features.fp_from == "parent" else None
+    if parent is not None:
+        fp_model, fp_version = registry.load_argus(cfg, parent)
+    if not getattr(fp_model, "fp_separable", lambda: False)():
+        return None, None
+    return fp_model, fp_version
+
+
 def export_vectors(
     cfg: ArgusrankConfig, dataset_dir: str | Path, model_ref: str | int = "candidate",
     as_of: int | Sequence[int] | None = None, lag_s: int = 0,
@@ -156,11 +174,19 @@ def export_vectors(
     report["baseline_rows"] = {k: v.num_rows for k, v in tabs.items()}
     report["baseline_seconds"] = round(time.perf_counter() - t0, 3)
 
+    fp_model, fp_version = _fp_model(cfg, model, version)
+    spaces = [sp for sp in cfg.features.export_spaces if sp != "fp" or fp_model is not None]
+    report["spaces"] = spaces
+    if fp_model is not None:  # the FP output layer: the last step of the fp_* features (features/argus_features.py)
+        weight, bias = fp_model.fp.output_layer()
+        vectors.write_head(cfg, FP_HEAD, version, {"weight": weight.numpy(), "bias": bias.numpy()})
+        report["fp_model_version"] = fp_version
     windows = user_windows(hist, snaps, lag_s, int(model.cfg.max_len))
     items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
     with ray_session(address=cfg.ray.address):
         model_cpu = model.cpu()
-        for space in cfg.features.export_spaces:  # tower first: argus_dot and tower ANN; then the NIP head
+        for space in spaces:  # tower first: argus_dot and tower ANN; then the NIP head, the FP head's parts
+            net = fp_model.cpu() if space == "fp" else model_cpu
             prefix = "" if space == "tower" else f"{space}_"
             for ent, table, block, cls, kwargs, event_ts in (
                 ("user", windows, 2048, UserVectors, {"hist": hist}, None),
@@ -169,7 +195,7 @@ def export_vectors(
                 kind = vectors.kind_of(ent, space)
                 t0 = time.perf_counter()
                 ds = _map(ray.data.from_arrow(_blocks(table, block)), cls,
-                          {"model": model_cpu, "device": device, "space": space, **kwargs}, cfg, use_gpu)
+                          {"model": net, "device": device, "space": space, **kwargs}, cfg, use_gpu)
                 path = vectors.vector_path(cfg, kind, tag)
                 n = _stream(ds, kind, table.num_rows, version, created, path, event_ts)
                 dt = time.perf_counter() - t0

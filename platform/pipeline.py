@@ -112,15 +112,25 @@ def run_pipeline(cfg: ArgusrankConfig, stages: tuple[str, ...] = STAGES) -> dict
 
 
 def uplift_table(ranker: dict[str, Any]) -> Table:
-    """The deployment metric: final-ranker PairAccuracy with vs without the ARGUS feature."""
+    """The deployment metric: final-ranker PairAccuracy with vs without the ARGUS features, and the ablation."""
     t = Table(title="XGBoost final ranker on the held-out requests")
-    for col in ("ranker", "PairAccuracy", "NDCG"):
+    for col in ("ranker", "PairAccuracy", "uplift", "NDCG"):
         t.add_column(col)
-    t.add_row("baseline features", f"{ranker['pair_accuracy_base']:.4f}", f"{ranker.get('ndcg_base', float('nan')):.4f}")
-    t.add_row("+ ARGUS dot product", f"{ranker['pair_accuracy_argus']:.4f}", f"{ranker.get('ndcg_argus', float('nan')):.4f}")
+    nan = float("nan")
+    t.add_row("baseline features", f"{ranker['pair_accuracy_base']:.4f}", "", f"{ranker.get('ndcg_base', nan):.4f}")
+    labels = {"dot": "+ argus_dot", "all": "+ every ARGUS feature"}
+    for name, row in (ranker.get("ablation") or {}).items():
+        if name not in ("base", "argus"):
+            label = labels.get(name, f"+ argus_dot {name}")
+            t.add_row(label, f"{row['pair_accuracy']:.4f}", f"{row['uplift_rel'] * 100:+.2f}%", f"{row['ndcg']:.4f}")
+    t.add_row(f"[bold]ARGUS ranker[/] (+ {', '.join(ranker.get('argus_features', ['argus_dot']))})",
+              f"{ranker['pair_accuracy_argus']:.4f}", f"{ranker['uplift_rel'] * 100:+.2f}%",
+              f"{ranker.get('ndcg_argus', nan):.4f}")
     if ranker.get("oracle_pair_accuracy") is not None:
-        t.add_row("oracle (true affinity)", f"{ranker['oracle_pair_accuracy']:.4f}", "")
-    t.caption = f"relative PairAccuracy uplift: {ranker['uplift_rel'] * 100:+.2f}%"
+        t.add_row("oracle (true affinity)", f"{ranker['oracle_pair_accuracy']:.4f}", "", "")
+    t.caption = f"relative PairAccuracy uplift: {ranker['uplift_rel'] * 100:+.2f}%" + (
+        f"; the ARGUS ranker closes {ranker['gap_closed'] * 100:.0f}% of the gap from baseline to oracle"
+        if ranker.get("gap_closed") is not None else "")
     return t
 
 
@@ -128,7 +138,10 @@ def demo_summary(results: dict[str, Any]) -> dict[str, Any]:
     """The machine-readable line of ``argusrank demo --json``."""
     r = results["ranker"]
     out = {k: r[k] for k in ("pair_accuracy_base", "pair_accuracy_argus", "uplift_rel", "oracle_pair_accuracy")}
-    out.update({k: r[k] for k in ("ndcg_base", "ndcg_argus") if k in r})
+    out.update({k: r[k] for k in ("ndcg_base", "ndcg_argus", "pair_accuracy_dot", "uplift_rel_dot", "gap_closed",
+                                  "argus_features") if k in r})
+    if r.get("ablation"):
+        out["ablation"] = {name: row["pair_accuracy"] for name, row in r["ablation"].items()}
     for stage in ("pretrain", "finetune"):
         if isinstance(results.get(stage), dict) and "model_version" in results[stage]:
             out[f"{stage}_model_version"] = results[stage]["model_version"]

@@ -3,12 +3,15 @@
 On the impressions of the temporal test window (requests after T), builds a
 point-in-time training set through Feast (``features.store.historical_features``),
 splits requests by time (earliest ``cfg.ranker.train_frac`` train the ranker, the
-rest evaluate it), and trains the same XGBoost ranker twice, same rows, same
-seed: on the baseline features, and with the ARGUS dot-product feature added.
+rest evaluate it), and trains the same XGBoost ranker on several feature sets, same
+rows, same seed (:func:`feature_sets`): the baseline features (``base``), + the ARGUS
+dot product (``dot``), + the configured ARGUS features (``argus``: ``ranker.argus_features``,
+``features/argus_features.py``) and, with ``ranker.ablation``, + each other ARGUS feature.
 Reports weighted PairAccuracy, NDCG@K and the relative PairAccuracy uplift; on
-synthetic data also the oracle PairAccuracy of the planted ``true_affinity``.
-Both rankers go to MLflow; the better one is registered
-(``cfg.mlflow.ranker_model_name``) and aliased ``cfg.ranker.alias``.
+synthetic data also the oracle PairAccuracy of the planted ``true_affinity`` and the
+share of the base-to-oracle gap the ARGUS ranker closes. The base and argus rankers go to
+MLflow; the better one is registered (``cfg.mlflow.ranker_model_name``) with its feature
+list and aliased ``cfg.ranker.alias``.
 """
 from __future__ import annotations
 
@@ -20,12 +23,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from argusrank.features.baseline import ARGUS_FEATURES, BASE_FEATURES, ranker_features
+from argusrank.features.argus_features import ABLATION_GROUPS, DOT, all_features, is_argus_feature
+from argusrank.features.baseline import BASE_FEATURES, ranker_features
 from argusrank.features.splits import dataset_split
 from argusrank.features.vectors import check_versions
 from argusrank.models.ranker import ndcg_at_k, pair_accuracy, score, train_ranker
 from argusrank.platform import registry
-from argusrank.platform.config import ArgusrankConfig
+from argusrank.platform.config import ArgusrankConfig, RankerConfig
 from argusrank.platform.tracking import start_run
 
 
@@ -67,22 +71,37 @@ def _importance_plot(models: dict[str, Any]):
     for ax, (name, m) in zip(np.atleast_1d(axes), models.items()):
         gain = m.get_booster().get_score(importance_type="gain")
         names = sorted(gain, key=gain.get)
-        ax.barh(names, [gain[n] for n in names], color=["tab:red" if n == "argus_dot" else "tab:blue" for n in names])
+        ax.barh(names, [gain[n] for n in names], color=["tab:red" if is_argus_feature(n) else "tab:blue" for n in names])
         ax.set_title(f"{name}: feature importance (gain)")
     fig.tight_layout()
     return fig
 
 
+def feature_sets(r: RankerConfig) -> dict[str, tuple[str, ...]]:
+    """The rankers trained, name -> features in matrix order: ``base``, ``dot`` (+ argus_dot), ``argus``
+    (+ ``r.argus_features``, the one registered when it beats base) and with ``r.ablation`` ``+<group>``
+    (base + argus_dot + each group of ``ABLATION_GROUPS``) and ``all`` (base + every ARGUS feature)."""
+    sets = {"base": BASE_FEATURES, "dot": (*BASE_FEATURES, DOT)}
+    if r.ablation:
+        sets.update({f"+{label}": (*BASE_FEATURES, DOT, *group) for label, group in ABLATION_GROUPS.items()})
+        sets["all"] = (*BASE_FEATURES, *all_features())
+    sets["argus"] = (*BASE_FEATURES, *r.argus_features)
+    return sets
+
+
 def ranker_rows(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.DataFrame, np.ndarray, int]:
-    """The ranker's impressions of the test window with point-in-time features (Feast, daily vectors),
-    the train mask (earliest ``ranker.train_frac`` of requests) and the vectors' model version."""
+    """The ranker's impressions of the test window with point-in-time features (Feast, daily vectors; every
+    ARGUS feature of :func:`feature_sets`), the train mask (earliest ``ranker.train_frac`` of requests) and the
+    vectors' model version."""
     from argusrank.features import store
 
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     imp = impressions(dataset_dir, split.T, split.T_end)
     if imp.empty:
         raise ValueError(f"no recommendation impressions (request_id set) after T={split.T} in {dataset_dir}")
-    feats = store.historical_features(cfg, imp[["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]])
+    argus = [f for names in feature_sets(cfg.ranker).values() for f in names if is_argus_feature(f)]
+    feats = store.historical_features(cfg, imp[["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]],
+                                      argus=list(dict.fromkeys(argus)))
     version = check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
                              feats["item_model_version"].fillna(-1).astype(np.int64).to_numpy())
     if not np.isfinite(feats["argus_dot"].to_numpy()).any():
@@ -92,56 +111,73 @@ def ranker_rows(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.DataF
 
 
 def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, Any]:
-    """Train baseline and +ARGUS rankers on the same point-in-time data; returns the metrics.
+    """Train the rankers of :func:`feature_sets` on the same point-in-time data; returns the metrics.
 
-    Keys: pair_accuracy_base, pair_accuracy_argus, uplift_rel, oracle_pair_accuracy
-    (None without planted truth), ndcg_base, ndcg_argus, ndcg_k, n_train/test_requests,
-    model_version of the vectors, ranker_version and ranker_chosen.
+    Keys: pair_accuracy_{base,dot,argus}, ndcg_{base,dot,argus}, uplift_rel (argus vs base), uplift_rel_dot,
+    oracle_pair_accuracy (None without planted truth), gap_closed (share of the base-to-oracle gap the argus
+    ranker closes), argus_features, ablation ({set: {features, pair_accuracy, ndcg, uplift_rel}}), ndcg_k,
+    n_train/test_requests, model_version of the vectors, ranker_version, ranker_chosen.
     """
     import mlflow
 
     t0 = time.perf_counter()
     feats, is_train, version = ranker_rows(cfg, dataset_dir)
-    coverage = float(np.isfinite(feats["argus_dot"].to_numpy()).mean())
+    coverage = float(np.isfinite(feats[DOT].to_numpy()).mean())
     raw = {c: feats[c].to_numpy() for c in feats.columns}
     ts, grades, groups = feats["ts"].to_numpy(), feats["grade"].to_numpy(), feats["request_id"].to_numpy()
     t_features = time.perf_counter() - t0
 
     r = cfg.ranker
     hp = dict(n_estimators=r.n_estimators, max_depth=r.max_depth, learning_rate=r.learning_rate, seed=cfg.seed)
-    models, out = {}, {}
-    for name, names in (("base", BASE_FEATURES), ("argus", ARGUS_FEATURES)):
-        X = pd.DataFrame(ranker_features(raw, ts, names), columns=list(names))
-        models[name] = train_ranker(X[is_train], grades[is_train], groups[is_train], **hp)
-        s = score(models[name], X[~is_train])
-        out[f"pair_accuracy_{name}"] = pair_accuracy(s, grades[~is_train], groups[~is_train])
-        out[f"ndcg_{name}"] = ndcg_at_k(s, grades[~is_train], groups[~is_train], r.ndcg_k)
-    out["uplift_rel"] = (out["pair_accuracy_argus"] - out["pair_accuracy_base"]) / out["pair_accuracy_base"]
-    out["oracle_pair_accuracy"] = oracle_pair_accuracy(dataset_dir, feats[~is_train])
+    sets = feature_sets(r)
+    models, fitted, ablation = {}, {}, {}
+    for name, names in sets.items():
+        if names not in fitted:  # a set equal to an earlier one is not trained twice
+            X = pd.DataFrame(ranker_features(raw, ts, names), columns=list(names))
+            m = train_ranker(X[is_train], grades[is_train], groups[is_train], **hp)
+            s = score(m, X[~is_train])
+            fitted[names] = (m, pair_accuracy(s, grades[~is_train], groups[~is_train]),
+                             ndcg_at_k(s, grades[~is_train], groups[~is_train], r.ndcg_k))
+        models[name], pa, ndcg = fitted[names]
+        ablation[name] = {"features": [f for f in names if f not in BASE_FEATURES], "pair_accuracy": pa, "ndcg": ndcg}
+    out: dict[str, Any] = {}
+    for name in ("base", "dot", "argus"):
+        out[f"pair_accuracy_{name}"], out[f"ndcg_{name}"] = ablation[name]["pair_accuracy"], ablation[name]["ndcg"]
+    base = out["pair_accuracy_base"]
+    for row in ablation.values():
+        row["uplift_rel"] = (row["pair_accuracy"] - base) / base
+    out["uplift_rel"], out["uplift_rel_dot"] = ablation["argus"]["uplift_rel"], ablation["dot"]["uplift_rel"]
+    out["oracle_pair_accuracy"] = oracle = oracle_pair_accuracy(dataset_dir, feats[~is_train])
+    out["gap_closed"] = (out["pair_accuracy_argus"] - base) / (oracle - base) if oracle is not None and oracle > base else None
     test = feats[~is_train]
-    out["argus_dot_pair_accuracy"] = pair_accuracy(np.nan_to_num(test["argus_dot"].to_numpy(), nan=-1e9),
+    out["argus_dot_pair_accuracy"] = pair_accuracy(np.nan_to_num(test[DOT].to_numpy(), nan=-1e9),
                                                    test["grade"].to_numpy(), test["request_id"].to_numpy())
-    chosen = "argus" if out["pair_accuracy_argus"] >= out["pair_accuracy_base"] else "base"
+    chosen = "argus" if out["pair_accuracy_argus"] >= base else "base"
     out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(groups[is_train]).size),
                n_test_requests=int(pd.unique(groups[~is_train]).size), n_impressions=int(len(feats)),
-               dot_coverage=coverage, model_version=version, ranker_chosen=chosen,
-               features_seconds=round(t_features, 3))
+               dot_coverage=coverage, model_version=version, ranker_chosen=chosen, argus_features=list(r.argus_features),
+               ablation=ablation, features_seconds=round(t_features, 3))
 
     with start_run(cfg, "ranker"):
-        mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen})
+        mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen,
+                           "ranker.argus_features": ",".join(r.argus_features)})
         mlflow.log_metrics({k: float(v) for k, v in out.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)})
-        fig = _importance_plot(models)
+        mlflow.log_metrics({f"ablation.{k.lstrip('+')}.pair_accuracy": v["pair_accuracy"] for k, v in ablation.items()
+                            if np.isfinite(v["pair_accuracy"])})
+        mlflow.log_dict(ablation, "ranker_ablation.json")
+        fig = _importance_plot({k: models[k] for k in ("base", "argus")})
         mlflow.log_figure(fig, "plots/ranker_feature_importance.png")
-        for name, names in (("base", BASE_FEATURES), ("argus", ARGUS_FEATURES)):
-            example = pd.DataFrame(ranker_features(raw, ts, names)[:3], columns=list(names))
+        for name in ("base", "argus"):
+            example = pd.DataFrame(ranker_features(raw, ts, sets[name])[:3], columns=list(sets[name]))
             info = mlflow.xgboost.log_model(
                 models[name], name=f"ranker_{name}", input_example=example,
                 registered_model_name=cfg.mlflow.ranker_model_name if name == chosen else None,
             )
             if name == chosen:
                 out["ranker_version"] = int(info.registered_model_version)
-        registry.publish_ranker(cfg, out["ranker_version"], version, r.alias)  # tag first, alias last
+        # tags (ARGUS version, feature list) first, alias last
+        registry.publish_ranker(cfg, out["ranker_version"], version, r.alias, features=sets[chosen])
     return out
 
 

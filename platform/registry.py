@@ -34,6 +34,8 @@ CHAMPION = "champion"
 EVAL_TAG_PREFIX = "eval."
 #: ranker-version tag naming the ARGUS version whose vectors it was trained with
 ARGUS_VERSION_TAG = "argus_model_version"
+#: ranker-version tag: the JSON list of its features in matrix order (what serving must compute for it)
+FEATURES_TAG = "ranker_features"
 #: the ARGUS pyfunc's code, logged with each version (MLflow models-from-code)
 PYFUNC_CODE = Path(__file__).resolve().parent / "argus_pyfunc.py"
 
@@ -112,6 +114,13 @@ def load_argus(cfg: ArgusrankConfig, alias_or_version: str | int = CANDIDATE):
     return model, version
 
 
+def parent_version(cfg: ArgusrankConfig, version: int) -> int | None:
+    """The ARGUS version ``version`` was fine-tuned from (its ``init_version`` tag), None for a pre-trained one."""
+    mv = setup(cfg).get_model_version(cfg.mlflow.argus_model_name, str(version))
+    raw = str((mv.tags or {}).get("init_version", "")).strip()
+    return None if raw in ("", "None") else int(float(raw))
+
+
 def set_version_metrics(cfg: ArgusrankConfig, version: int, metrics: dict[str, Any]) -> None:
     """Store evaluation results on a model version (``eval.<metric>`` tags)."""
     client = setup(cfg)
@@ -149,10 +158,20 @@ def ranker_argus_version(cfg: ArgusrankConfig, mv: ModelVersion) -> int:
     return int(float(raw))
 
 
-def publish_ranker(cfg: ArgusrankConfig, version: int, argus_version: int | None, alias: str) -> None:
-    """Tag ranker ``version`` with its ARGUS version, THEN move ``alias`` to it: a replica that
-    reloads in between still sees a complete, correctly paired version behind the alias."""
+def ranker_feature_names(mv: ModelVersion) -> tuple[str, ...] | None:
+    """The features a ranker version was trained on (its ``ranker_features`` tag), None for a ranker
+    registered before the tag existed (its booster's feature names then say it)."""
+    raw = (mv.tags or {}).get(FEATURES_TAG)
+    return None if not raw else tuple(json.loads(raw))
+
+
+def publish_ranker(cfg: ArgusrankConfig, version: int, argus_version: int | None, alias: str,
+                   features: tuple[str, ...] | list[str] | None = None) -> None:
+    """Tag ranker ``version`` with its ARGUS version (and its feature list), THEN move ``alias`` to it: a
+    replica that reloads in between still sees a complete, correctly paired version behind the alias."""
     client = setup(cfg)
     name = cfg.mlflow.ranker_model_name
     client.set_model_version_tag(name, str(version), ARGUS_VERSION_TAG, str(argus_version))
+    if features is not None:
+        client.set_model_version_tag(name, str(version), FEATURES_TAG, json.dumps(list(features)))
     client.set_registered_model_alias(name, alias, str(version))

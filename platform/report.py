@@ -19,7 +19,8 @@ STAGE_TAG = "argusrank.stage"
 #: evaluation columns shown (MLflow keys use ``_at_`` for ``@``)
 EVAL_KEYS = ("ndcg@10", "recall@10", "ndcg@100", "recall@100", "mrr", "pair_accuracy")
 UPLIFT_KEYS = ("pair_accuracy_base", "pair_accuracy_argus", "oracle_pair_accuracy", "argus_dot_pair_accuracy",
-               "ndcg_base", "ndcg_argus", "uplift_rel", "n_train_requests", "n_test_requests", "dot_coverage")
+               "ndcg_base", "ndcg_argus", "uplift_rel", "n_train_requests", "n_test_requests", "dot_coverage",
+               "pair_accuracy_dot", "ndcg_dot", "gap_closed")
 
 
 def _unsafe(key: str) -> str:

@@ -148,9 +148,13 @@ def render(data: dict[str, Any]) -> str:
     parts.append(_section("Evaluation", body if ev else note("no evaluation yet.")))
     up = data.get("uplift")
     if up:
+        dot_only = up.get("pair_accuracy_dot") is None  # a ranker run from before the ARGUS feature set
         rows = [{"ranker": "baseline features", "PairAccuracy": up.get("pair_accuracy_base"), "NDCG": up.get("ndcg_base")},
-                {"ranker": "+ ARGUS dot product", "PairAccuracy": up.get("pair_accuracy_argus"),
-                 "NDCG": up.get("ndcg_argus")},
+                {"ranker": "+ ARGUS dot product", "PairAccuracy": up.get("pair_accuracy_argus" if dot_only else
+                                                                       "pair_accuracy_dot"),
+                 "NDCG": up.get("ndcg_argus" if dot_only else "ndcg_dot")},
+                {"ranker": "+ ARGUS features (the registered ranker)", "PairAccuracy": None if dot_only else
+                 up.get("pair_accuracy_argus"), "NDCG": up.get("ndcg_argus")},
                 {"ranker": "ARGUS dot alone", "PairAccuracy": up.get("argus_dot_pair_accuracy"), "NDCG": None},
                 {"ranker": "oracle (true affinity)", "PairAccuracy": up.get("oracle_pair_accuracy"), "NDCG": None}]
         rows = [r for r in rows if r["PairAccuracy"] is not None]

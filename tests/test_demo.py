@@ -184,7 +184,8 @@ def test_feast_cli_reads_and_materializes_the_generated_feature_repo(demo_run):
     from feast import FeatureStore  # the registry the CLI wrote, read as a ranking service's Feast client would
 
     listed = {v.name for v in FeatureStore(repo_path=str(home / "feature_repo")).list_feature_views()}
-    assert {"user_vectors", "item_vectors", "user_nip_vectors", "item_nip_vectors", "user_stats"} <= listed, listed
+    assert {"user_vectors", "item_vectors", "user_nip_vectors", "item_nip_vectors", "user_fp_vectors", "item_fp_vectors",
+            "user_stats"} <= listed, listed
     inc = subprocess.run([*feast, "materialize-incremental", "2030-01-01T00:00:00"], env=_env(), capture_output=True,
                          text=True, timeout=300)
     assert inc.returncode == 0, inc.stderr[-2000:]

@@ -9,6 +9,7 @@ import torch
 from argusrank.platform.config import load_config
 
 pytestmark = pytest.mark.ray
+PARENT: dict = {}  # the fixture's pre-trained parent model
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +28,12 @@ def exported(tmp_path_factory):
     ds = home / "data" / "synth"
     synthesize(cfg.data.synth, ds, seed=0)
     torch.manual_seed(0)
+    parent = ArgusModel(preset("tiny")).eval()  # the "pre-trained" version, then one "fine-tuned" from it
     model = ArgusModel(preset("tiny")).eval()
     with tracking.start_run(cfg, "test-register"):
-        version = registry.log_argus_model(cfg, model)
+        parent_version = registry.log_argus_model(cfg, parent)
+        version = registry.log_argus_model(cfg, model, tags={"init_version": str(parent_version)})
+    PARENT["model"] = parent
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200_000_000, log_to_driver=False)
     try:
         rep = export_vectors(cfg, ds, model_ref="candidate", lag_s=3600)
@@ -78,6 +82,36 @@ def test_item_vectors_equal_item_tower(exported):
     with torch.no_grad():
         ref = model.item_vectors(torch.as_tensor(ids)).numpy()
     np.testing.assert_allclose(np.stack(t["item_vector"].to_numpy(zero_copy_only=False)), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fp_space_is_the_pretrained_parents_fp_head_under_the_exported_version(exported):
+    """features.fp_from=parent: the FP user / item parts and output layer of the version the exported one was
+    fine-tuned from (its FP head is the trained one), labelled with the exported version (one bundle)."""
+    from argusrank.features import vectors
+    from argusrank.features.argus_features import FP_HEAD
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events
+    from argusrank.platform.inference import user_vectors, window_arrays
+
+    cfg, ds, model, version, rep = exported
+    parent = PARENT["model"]
+    assert rep["spaces"] == ["tower", "fp", "nip"]
+    assert rep["fp_model_version"] == version - 1
+    ids, got = vectors.read_version(cfg, "item_fp", version)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, parent.fp_item_parts(torch.as_tensor(ids)).numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(got, model.fp_item_parts(torch.as_tensor(ids)).numpy(), atol=1e-3)
+    head = vectors.read_head(cfg, FP_HEAD, version)
+    np.testing.assert_allclose(head["weight"], parent.fp.output_layer()[0].numpy())
+    t = pq.read_table(rep["fp_user_vectors"]).to_pandas().sample(4, random_state=0)
+    hist = build_histories(read_events(ds))
+    uidx = np.searchsorted(hist.user_ids, t["user_id"].to_numpy())
+    as_of = np.array([int(x.timestamp()) for x in t["event_timestamp"]])
+    end = np.array([np.searchsorted(hist.timestamp[hist.offsets[u]:hist.offsets[u + 1]], a - 3600, side="right")
+                    for u, a in zip(uidx, as_of)]) + hist.offsets[uidx]
+    start = np.maximum(hist.offsets[uidx], end - parent.cfg.max_len)
+    ref = user_vectors(parent, window_arrays(hist, start, end - start, as_of, "fp", parent.cfg.max_len), "fp")
+    np.testing.assert_allclose(np.stack(t["user_fp_vector"].to_numpy()), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_an_export_that_dies_mid_write_leaves_the_previous_version_readable(tmp_path):

@@ -249,8 +249,10 @@ def test_feast_cli_applies_and_materializes_the_repo_folder_as_is(tmp_path):
     cfg = _cfg(root / ".argusrank")
     _write(cfg, "user", [1, 2], _vectors(2, 0), 4, T0, "a")
     _write(cfg, "item", [1, 2, 3], _vectors(3, 1), 4, T0, "a")
-    _write(cfg, "user_nip", [1, 2], _vectors(2, 2), 4, T0, "a")  # the export writes both spaces
+    _write(cfg, "user_nip", [1, 2], _vectors(2, 2), 4, T0, "a")  # the export writes every space
     _write(cfg, "item_nip", [1, 2, 3], _vectors(3, 3), 4, T0, "a")
+    _write(cfg, "user_fp", [1, 2], _vectors(2, 4), 4, T0, "a")
+    _write(cfg, "item_fp", [1, 2, 3], _vectors(3, 5), 4, T0, "a")
     baseline.write_baseline(baseline.compute_baseline(_events(50), np.array([T0 + DAY])), cfg.paths.baseline_dir)
     feast = [str(Path(sys.executable).parent / "feast"), "-c", str(root / "features")]
     run = lambda *a: subprocess.run([*feast, *a], cwd=root, capture_output=True, text=True, timeout=300)

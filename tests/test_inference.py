@@ -42,3 +42,41 @@ def test_a_full_window_gives_up_its_oldest_event_for_the_serving_slot():
     arr = window_arrays(hist, hist.offsets[:1], np.array([8]), np.array([10**9]), "nip", max_len=8)
     assert arr["valid"].shape == (1, 8) and arr["valid"].all()
     assert arr["item_id"][0, 0] == hist.item_id[hist.offsets[0] + 1] and arr["timestamp"][0, -1] == 10**9
+
+
+@pytest.mark.parametrize("encoder", ["simplified", "hstu"])
+def test_fp_features_of_the_exported_parts_equal_the_fp_head_at_a_real_next_event(encoder):
+    """user part (serving slot) + item part + the output layer, in numpy (features/argus_features.py) = the
+    model's own FP predictions for event j from events < j, j's context and j's item."""
+    from argusrank.features.argus_features import FP_FEATURES, FP_TARGETS, argus_features
+    from argusrank.models.batch import SequenceBatch
+
+    cfg = load_config(env={}, overrides={"data.synth.n_users": 30, "data.synth.n_items": 50, "data.synth.days": 5})
+    hist = build_histories(generate(cfg.data.synth, seed=0).events)
+    torch.manual_seed(0)
+    model = ArgusModel(preset("tiny", encoder=encoder)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    feed = (hist.surface == SURFACE_CODE["feed"]) & ~hist.is_organic.astype(bool)
+    j = np.flatnonzero(feed & (np.arange(hist.n_events) > hist.offsets[hist.user_index()]))[:8]
+    u = hist.user_index()[j]
+    start = np.maximum(hist.offsets[u], j - 20)
+    full = window_arrays(hist, start, j - start + 1, hist.timestamp[j], "tower", 64)
+    with torch.no_grad():
+        pred = model.fp_predictions(SequenceBatch.from_numpy(full))
+    at = (torch.arange(len(j)), torch.as_tensor(j - start))
+    users = user_vectors(model, window_arrays(hist, start, j - start, hist.timestamp[j], "fp", 64), "fp")
+    items = item_vectors(model, hist.item_id[j], "fp")
+    w, b = model.fp.output_layer()
+    got = argus_features(list(FP_FEATURES), {"user_fp": users, "item_fp": items}, {"weight": w.numpy(), "bias": b.numpy()})
+    for name, target in FP_FEATURES.items():
+        np.testing.assert_allclose(got[name], pred[target][at].numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+    assert FP_TARGETS == tuple(pred)  # the head's row order
+
+
+def test_the_full_encoder_refuses_fp_parts():
+    model = ArgusModel(preset("tiny", encoder="full")).eval()
+    assert not model.fp_separable()
+    with pytest.raises(ValueError, match="one token per event"):
+        model.fp_user_parts(None)

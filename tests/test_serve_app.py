@@ -368,7 +368,7 @@ def test_cached_feature_path_reads_the_same_pair_features_as_per_pair_feast_read
     cache, seen = ItemFeatureCache(cfg), 0
     for user in pipeline["users"][:5].tolist():
         want = online_features(cfg, user, items)
-        got = raw_features_cached(cfg, user, items, np.zeros(len(items)), cache)
+        got = raw_features_cached(cfg, user, items, {"argus_dot": np.zeros(len(items))}, cache)
         for f in (*USER_ITEM.features, *USER_STATS.features, "item_pop_7d"):
             np.testing.assert_array_equal(got[f], np.asarray(want[f], np.float64), err_msg=f"user {user} {f}")
         seen += int(np.isfinite(got["ui_count"]).sum())

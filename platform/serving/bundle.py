@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from argusrank.features.argus_features import DOT, is_argus_feature
+from argusrank.features.baseline import BASE_FEATURES
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
 
@@ -23,13 +25,29 @@ class VersionMismatch(RuntimeError):
 
 @dataclass(frozen=True)
 class Bundle:
-    """The model versions one request uses."""
+    """The model versions one request uses, and the features the ranker was trained on."""
 
     argus_version: int
     ranker_version: int
+    #: the ranker's feature list (registry tag ``ranker_features``); None: a ranker registered before the tag,
+    #: whose features can only be the baseline ones and ``argus_dot`` (checked against its booster at load)
+    features: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict[str, int]:
         return {"argus": self.argus_version, "ranker": self.ranker_version}
+
+    @property
+    def argus_features(self) -> tuple[str, ...]:
+        """The ARGUS features serving computes for this ranker (``argus_dot`` always: the candidates' score)."""
+        return tuple(dict.fromkeys([DOT, *(f for f in self.features or () if is_argus_feature(f))]))
+
+
+def check_features(names: tuple[str, ...] | list[str], what: str) -> None:
+    """Raise :class:`NothingToServe` when ``names`` holds a feature serving cannot compute."""
+    bad = [f for f in names if f not in BASE_FEATURES and not is_argus_feature(f)]
+    if bad:
+        raise NothingToServe(f"{what} was trained on features {bad} this argusrank cannot compute "
+                             "(features/baseline.py, features/argus_features.py): retrain it (`argusrank ranker train`)")
 
 
 def resolve_bundle(cfg: ArgusrankConfig, ranker_ref: str | int | None = None) -> Bundle:
@@ -49,7 +67,10 @@ def resolve_bundle(cfg: ArgusrankConfig, ranker_ref: str | int | None = None) ->
         argus = registry.ranker_argus_version(cfg, mv)
     except LookupError as exc:
         raise NothingToServe(str(exc)) from exc
-    return Bundle(argus_version=argus, ranker_version=int(mv.version))
+    features = registry.ranker_feature_names(mv)
+    if features is not None:
+        check_features(features, f"ranker {cfg.mlflow.ranker_model_name!r} version {mv.version}")
+    return Bundle(argus_version=argus, ranker_version=int(mv.version), features=features)
 
 
 def request_time(cfg: ArgusrankConfig, as_of: float | None = None) -> float:

@@ -18,7 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from argusrank.features import vectors
+from argusrank.features.argus_features import DOT, FP_HEAD, argus_features, kinds_for, needs_fp_head
 from argusrank.features.baseline import lookup_sorted
+from argusrank.features.vectors import kind_of
 from argusrank.models.ann import AnnIndex, build_index
 from argusrank.models.candidate_merge import merge_candidates
 from argusrank.platform.config import ArgusrankConfig
@@ -63,6 +65,26 @@ class CandidateState:
     sources: list[dict] = field(default_factory=lambda: [{"source": "tower", "k": 500}])
     nip_index: AnnIndex | None = None
     loaded_at: float = field(default_factory=time.time)
+    #: item vectors of every kind the ranker's ARGUS features read, rows aligned with index.item_ids
+    item_vecs: dict[str, np.ndarray] = field(default_factory=dict)
+    fp_head: dict[str, np.ndarray] | None = None  # the FP output layer when the ranker reads fp_* features
+
+    @property
+    def user_spaces(self) -> list[str]:
+        """The user-vector spaces one Feast read fetches: tower, and those the sources or features need."""
+        kinds = set(kinds_for(self.bundle.argus_features))
+        nip = self.nip_index is not None or "user_nip" in kinds
+        return ["tower", *(["nip"] if nip else []), *(["fp"] if "user_fp" in kinds else [])]
+
+    def features_of(self, user: dict[str, np.ndarray], pos: np.ndarray) -> dict[str, np.ndarray]:
+        """The ranker's ARGUS features (N,) of the items at catalog positions ``pos`` (N,) (-1: outside the catalog,
+        NaN features) for one user's vectors ``{kind: (d,)}`` (a kind left out: its features are NaN)."""
+        inside = pos >= 0
+        vecs = {k: v.reshape(1, -1) for k, v in user.items()}
+        for k, table in self.item_vecs.items():
+            rows = table[np.maximum(pos, 0)]
+            vecs[k] = rows if inside.all() else np.where(inside[:, None], rows, np.nan)
+        return argus_features(self.bundle.argus_features, vecs, self.fp_head, n=len(pos))
 
     def __post_init__(self) -> None:
         ids, pop = self.index.item_ids, self.popularity
@@ -132,14 +154,28 @@ def load_candidate_state(cfg: ArgusrankConfig, bundle: Bundle | None = None) -> 
                ef_search=s.hnsw_ef_search, model_version=str(bundle.argus_version))
     ids, vecs = item_vectors(cfg, bundle.argus_version)  # ids sorted ascending
     sources = [src.model_dump() for src in s.candidate_sources()]
-    nip_index = None
+    kinds = [k for k in kinds_for(bundle.argus_features) if k.startswith("item")]
     if any(src["source"] == "nip" for src in sources):
-        nip_ids, nip_vecs = item_vectors(cfg, bundle.argus_version, kind="item_nip")
-        if not np.array_equal(nip_ids, ids):
-            raise NothingToServe(f"NIP and tower item vectors of version {bundle.argus_version} cover different "
-                                 "items: export both from that version")
-        nip_index = build_index(nip_ids, nip_vecs, s.ann, **ann)
-    return CandidateState(bundle, build_index(ids, vecs, s.ann, **ann), popular_items(cfg, ids), sources, nip_index)
+        kinds.append("item_nip")
+    item_vecs = {"item": vecs}
+    for kind in dict.fromkeys(kinds):
+        if kind not in item_vecs:
+            other_ids, item_vecs[kind] = item_vectors(cfg, bundle.argus_version, kind=kind)
+            if not np.array_equal(other_ids, ids):
+                raise NothingToServe(f"{kind} and tower item vectors of version {bundle.argus_version} cover "
+                                     "different items: export both from that version")
+    nip_index = (build_index(ids, item_vecs["item_nip"], s.ann, **ann)
+                 if any(src["source"] == "nip" for src in sources) else None)
+    fp_head = None
+    if needs_fp_head(bundle.argus_features):
+        try:
+            fp_head = vectors.read_head(cfg, FP_HEAD, bundle.argus_version)
+        except LookupError as exc:
+            raise NothingToServe(str(exc)) from exc
+    index = build_index(ids, vecs, s.ann, **ann)
+    item_vecs["item"] = index.vectors  # the same rows, kept once
+    return CandidateState(bundle, index, popular_items(cfg, ids), sources, nip_index, fp_head=fp_head,
+                          item_vecs={k: v for k, v in item_vecs.items() if k in kinds_for(bundle.argus_features)})
 
 
 def generate_candidates(
@@ -150,18 +186,23 @@ def generate_candidates(
     A request is ``{user_id, n, exclude?}`` (the configured sources merged, n items) or ``{user_id, items}``
     (score exactly these items); ``force_fallback`` (a reason) asks for the fallback answer. Each answer:
     ``{item_ids, scores, model_versions, fallback, ranked}`` where ``scores`` are the exact tower dot products
-    (the ranker's ``argus_dot``); ``fallback`` is None, ``"unknown_user"`` or ``"version_mismatch"``, and then
+    (the ranker's ``argus_dot``) and, when not a fallback, ``argus``: the ARGUS features of the served ranker
+    (``features/argus_features.py``) from the same user read and the items' vectors in RAM; ``fallback`` is
+    None, ``"unknown_user"`` or ``"version_mismatch"``, and then
     the items are the popular ones best first (``ranked``), or the given items scored by popularity: never
     scored with another version's vectors.
     """
     from argusrank.features.store import read_user_spaces
 
     users = [int(r["user_id"]) for r in requests]
-    spaces = ["tower"] + (["nip"] if state.nip_index is not None else [])
+    spaces = state.user_spaces
     read = read_user_spaces(cfg, users, spaces)  # {space: ((B, d) NaN rows when missing, (B,) -1 when missing)}
     vecs = {space: read[space][0] for space in spaces}
     usable = {space: (read[space][1] == state.bundle.argus_version) & np.isfinite(vecs[space]).all(axis=1)
               if vecs[space].size else np.zeros(len(users), bool) for space in spaces}
+
+    def user_of(i: int) -> dict[str, np.ndarray]:  # request i's vectors by kind; missing or another version's: left out
+        return {kind_of("user", sp): vecs[sp][i] for sp in spaces if usable[sp][i]}
     versions = read["tower"][1]
     known = (versions >= 0) & (np.isfinite(vecs["tower"]).all(axis=1) if vecs["tower"].size else False)
     forced = np.array([bool(r.get("force_fallback")) for r in requests])
@@ -176,16 +217,16 @@ def generate_candidates(
         for row, i in enumerate(search):
             p = pos[row, : int(requests[i]["n"])]
             p = p[p >= 0]
-            out[i] = {"item_ids": state.index.item_ids[p],
-                      "scores": (state.index.vectors[p] @ vecs["tower"][i]).astype(np.float32)}
+            feats = state.features_of(user_of(i), p)
+            out[i] = {"item_ids": state.index.item_ids[p], "scores": feats[DOT].astype(np.float32), "argus": feats}
     for i, r in enumerate(requests):
         items = r.get("items")
         if items is not None:  # /rank: items outside the served catalog are answered, and named
             ids = np.asarray(items, np.int64)
             pos = state.index.positions(ids)
-            if ok[i]:  # exact dot products from RAM, NaN (missing for the ranker) outside the catalog
-                dots = state.index.vectors[np.maximum(pos, 0)] @ vecs["tower"][i]
-                out[i] = {"item_ids": ids, "scores": np.where(pos >= 0, dots, np.nan).astype(np.float32)}
+            if ok[i]:  # exact features from RAM, NaN (missing for the ranker) outside the catalog
+                feats = state.features_of(user_of(i), pos)
+                out[i] = {"item_ids": ids, "scores": feats[DOT].astype(np.float32), "argus": feats}
             else:
                 out[i] = {"item_ids": ids, "scores": state.popularity_of(ids)}
             out[i]["unknown_items"] = [int(x) for x in ids[pos < 0]]

@@ -12,6 +12,7 @@ from argusrank.features.baseline import ranker_features
 from argusrank.models.ranker import score
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
+from argusrank.platform.serving.bundle import NothingToServe, check_features
 
 
 @dataclass
@@ -34,8 +35,17 @@ class RankerState:
 
 
 def load_ranker_state(cfg: ArgusrankConfig, version: int) -> RankerState:
-    """Ranker ``version`` of ``cfg.mlflow.ranker_model_name`` from the registry, set to one thread."""
+    """Ranker ``version`` of ``cfg.mlflow.ranker_model_name`` from the registry, set to one thread.
+
+    Its features are the booster's, which must equal the version's ``ranker_features`` tag when it has one
+    and be features serving computes (else :class:`NothingToServe`, naming them)."""
     model, got, names = registry.load_ranker(cfg, int(version))
+    what = f"ranker {cfg.mlflow.ranker_model_name!r} version {got}"
+    tagged = registry.ranker_feature_names(registry.resolve(cfg, cfg.mlflow.ranker_model_name, got))
+    if tagged is not None and tuple(tagged) != tuple(names):
+        raise NothingToServe(f"{what}: its booster's features {list(names)} differ from its "
+                             f"{registry.FEATURES_TAG!r} tag {list(tagged)}: retrain it (`argusrank ranker train`)")
+    check_features(names, what)
     booster = model.get_booster() if hasattr(model, "get_booster") else model
     booster.set_param({"nthread": 1})  # one request's 500 rows: threads only add overhead under load
     return RankerState(int(got), booster, tuple(names))

@@ -10,22 +10,24 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.dataset as ds
 
+from argusrank.features.argus_features import DOT
 from argusrank.features.baseline import ITEM_STATS, USER_ITEM_PRIORS, USER_STATS, lookup_sorted, priors_for
 from argusrank.features.vectors import VectorVersionMismatch
 from argusrank.platform.config import ArgusrankConfig
 from argusrank.platform.serving.bundle import VersionMismatch
 
 
-def raw_features(cfg: ArgusrankConfig, user_id: int, item_ids: Sequence[int], argus_version: int) -> dict[str, np.ndarray]:
-    """Raw ranker features (baseline + ``argus_dot``) of (user, items) in ONE batched Feast call
-    (``features.store.online_features``: vectors read from Feast, dot products vectorized there).
+def raw_features(cfg: ArgusrankConfig, user_id: int, item_ids: Sequence[int], argus_version: int,
+                 argus: Sequence[str] = (DOT,)) -> dict[str, np.ndarray]:
+    """Raw ranker features (baseline + the ARGUS features ``argus``) of (user, items) in ONE batched Feast call
+    (``features.store.online_features``: vectors read from Feast, features vectorized there).
 
     Raises :class:`VersionMismatch` when the vectors read carry another version than ``argus_version``.
     """
     from argusrank.features.store import online_features
 
     try:
-        raw = online_features(cfg, int(user_id), [int(i) for i in item_ids])
+        raw = online_features(cfg, int(user_id), [int(i) for i in item_ids], argus=argus)
     except VectorVersionMismatch as exc:
         raise VersionMismatch(str(exc)) from exc
     got = np.unique(raw.pop("model_version"))
@@ -36,10 +38,11 @@ def raw_features(cfg: ArgusrankConfig, user_id: int, item_ids: Sequence[int], ar
 
 
 def features_for(cfg: ArgusrankConfig, user_id: int, cand: dict[str, Any], items: "ItemFeatureCache | None") -> dict:
-    """Raw features of a candidate answer, by ``cfg.serve.features_path`` (``items`` needed for cached_items)."""
+    """Raw features of a candidate answer, by ``cfg.serve.features_path`` (``items`` needed for cached_items);
+    the candidate answer's ``argus`` names the ARGUS features the served ranker reads."""
     if items is None:
-        return raw_features(cfg, user_id, cand["item_ids"], cand["model_versions"]["argus"])
-    return raw_features_cached(cfg, user_id, cand["item_ids"], cand["scores"], items)
+        return raw_features(cfg, user_id, cand["item_ids"], cand["model_versions"]["argus"], list(cand["argus"]))
+    return raw_features_cached(cfg, user_id, cand["item_ids"], cand["argus"], items)
 
 
 class ItemFeatureCache:
@@ -47,8 +50,8 @@ class ItemFeatureCache:
     store in bulk and held in RAM; rebuilt (then swapped whole) when a materialization lands.
 
     Used by ``serve.features_path="cached_items"``: per request only the user's row is read
-    from Feast (``user_stats`` + ``user_item_priors``), and ``argus_dot`` is the candidate
-    generator's exact dot product over the pinned version's item vectors.
+    from Feast (``user_stats`` + ``user_item_priors``), and the ARGUS features (``argus_dot``, ...) are the
+    candidate generator's, from the pinned version's item vectors in RAM.
     """
 
     def __init__(self, cfg: ArgusrankConfig):
@@ -75,13 +78,13 @@ class ItemFeatureCache:
                 for f, v in self.values.items()}
 
 
-def raw_features_cached(cfg: ArgusrankConfig, user_id: int, item_ids: np.ndarray, dots: np.ndarray,
+def raw_features_cached(cfg: ArgusrankConfig, user_id: int, item_ids: np.ndarray, argus: dict[str, np.ndarray],
                         items: ItemFeatureCache) -> dict[str, np.ndarray]:
     """Raw ranker features with item stats from RAM and ONE single-row Feast read for the user:
     ``user_stats`` and ``user_item_priors`` (the user's prior items as arrays, joined to the candidates
     here by a vectorized search), so the cost does not grow with the number of candidates.
 
-    ``dots`` (N,): ``argus_dot`` from the candidate generator (exact, pinned version).
+    ``argus``: ``{feature: (N,)}`` the ARGUS features from the candidate generator (exact, pinned version).
     """
     from argusrank.features.store import get_store
 
@@ -92,7 +95,7 @@ def raw_features_cached(cfg: ArgusrankConfig, user_id: int, item_ids: np.ndarray
     for f in USER_STATS.features:
         raw[f] = np.full(n, np.nan if u[f][0] is None else float(u[f][0]))
     raw.update(priors_for({f: u[f][0] for f in USER_ITEM_PRIORS.features}, item_ids))
-    raw["argus_dot"] = np.asarray(dots, np.float64)
+    raw.update({f: np.asarray(x, np.float64) for f, x in argus.items()})
     return raw
 
 

@@ -4,7 +4,8 @@ The test requests of the ranker window (``ranker_job.ranker_rows``) are replayed
 *lagged* rows carry ``argus_dot`` from the daily snapshot vectors (what Feast served offline, what
 the ranker was trained with); the *fresh* rows from the user vector after every event before the
 request, as ``POST /events`` would have pushed it (the same model version, lag 0). Both are scored
-by the same registered ranker.
+by the same registered ranker. Its other ARGUS features (``nip_dot``, ``fp_*``: NIP and FP head vectors)
+stay the daily ones in both, as served: fresh vectors update the tower vector only.
 """
 from __future__ import annotations
 
