@@ -1,0 +1,223 @@
+"""How time and memory grow with the data: each pipeline stage on Yambda-shaped synthetic events, alone.
+
+    python bench/scale.py --sizes 1000000 3000000 [--json PATH|-] [--tmp DIR]
+
+Per size: the synthetic generator (``features/synth.py``, setup) writes the events twice, as a Yambda
+``multi_event`` flat file and as a dataset with request IDs kept (Yambda has none; the ranker set needs
+requests). Then each stage runs in its own Python process, in order, on the same home:
+
+- ``import``: ``data import --format yambda`` of the flat file (read, validate, write the dataset);
+- ``histories``: read the events and build every user's history (what the driver does for the split,
+  evaluation, export and the ranker set);
+- ``pretrain_data``: the arrays one Ray Train worker builds (``worker_arrays``, one worker: all buckets);
+- ``pretrain``: one epoch of the ``tiny`` preset with Ray Train (1 worker), evaluation, registration
+  (``train_seconds``: the Ray Train fit alone);
+- ``export``: user/item vectors with Ray Data and the baseline tables (``argusrank export``);
+- ``materialize``: offline parquet -> Feast online store (SQLite);
+- ``ranker_set``: the ranker's point-in-time training set (Feast ``get_historical_features``).
+
+``seconds``: the stage's work inside its process (imports and interpreter start excluded; ``process_seconds``
+has them); ``peak_rss_mb``: the largest sum of RSS over the stage's process and all its descendants (Ray's
+GCS, raylet, workers), sampled every 0.2 s (shared pages, e.g. Ray's object store, count once per process).
+The JSON: ``{"machine": ..., "stages": [{"stage", "events", "seconds", "peak_rss_mb", ...}, ...]}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from json_out import emit_json  # noqa: E402  (bench/json_out.py)
+from machine_info import machine, machine_info  # noqa: E402
+
+STAGES = ("import", "histories", "pretrain_data", "pretrain", "export", "materialize", "ranker_set")
+EVENTS_PER_USER = 40 + 12 * 8  # default SynthConfig: organic events + requests * slate size
+
+
+def bench_config(home: Path, n_events: int):
+    """The one config of every stage: tiny preset, one epoch, one worker; the synthetic size for ``n_events``."""
+    from argusrank.platform.config import load_config
+
+    return load_config(None, {
+        "paths.home": str(home), "seed": 0, "model.preset": "tiny", "train.epochs": 1, "train.num_workers": 1,
+        "train.show_progress": False, "data.synth.n_users": max(1, round(n_events / EVENTS_PER_USER)),
+        "data.synth.n_items": max(1000, n_events // 200), "eval.ks": [10]}, env={})
+
+
+# --- the stages, each run in a fresh process (``--stage``) ------------------------------------------
+
+def stage_synth(cfg, work: Path) -> dict:
+    """Setup: the dataset with requests (``cfg.dataset_dir``) and the same events as a Yambda flat file."""
+    import pyarrow.parquet as pq
+
+    from argusrank.features.io import read_events
+    from argusrank.features.synth import synthesize
+    from data_layer import to_yambda  # bench/data_layer.py
+
+    summary = synthesize(cfg.data.synth, cfg.dataset_dir, seed=cfg.seed)
+    pq.write_table(to_yambda(read_events(cfg.dataset_dir)), work / "multi_event.parquet")
+    return {"n_users": summary.get("n_users"), "n_items": summary.get("n_items")}
+
+
+def stage_import(cfg, work: Path) -> dict:
+    from argusrank.features.importers import import_dataset
+
+    rep = import_dataset("yambda", work / "multi_event.parquet", work / "imported")
+    return {"accepted": rep["accepted"], "rejected": rep["rejected"]}
+
+
+def stage_histories(cfg, work: Path) -> dict:
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events
+
+    hist = build_histories(read_events(cfg.dataset_dir))
+    return {"n_users": hist.n_users}
+
+
+def stage_pretrain_data(cfg, work: Path) -> dict:
+    from argusrank.features.schema import EVENT_PARTITIONS
+    from argusrank.features.splits import dataset_split
+    from argusrank.platform.training.worker import worker_arrays
+
+    split = dataset_split(cfg.dataset_dir, "temporal", cfg.data.test_days)
+    arrays, _ = worker_arrays(cfg, str(cfg.dataset_dir), "pretrain", split, list(range(EVENT_PARTITIONS)), 256)
+    return {"rows": int(len(next(iter(arrays.values())))), "array_mb": round(sum(a.nbytes for a in arrays.values()) / 2**20, 1)}
+
+
+def stage_pretrain(cfg, work: Path) -> dict:
+    from argusrank.platform.training.jobs import run_pretrain
+
+    res = run_pretrain(cfg, cfg.dataset_dir)
+    return {"train_seconds": round(res["train_seconds"], 2), "model_version": res["model_version"],
+            "ndcg@10": res["metrics"].get("ndcg@10")}
+
+
+def stage_export(cfg, work: Path) -> dict:
+    from argusrank.platform.export import export_vectors
+
+    rep = export_vectors(cfg, cfg.dataset_dir, model_ref="candidate")
+    return {"vector_rows": rep.get("rows"), "snapshots": len(rep.get("as_of", []))}
+
+
+def stage_materialize(cfg, work: Path) -> dict:
+    from argusrank.features.store import materialize
+
+    rep = materialize(cfg)
+    return {"online_rows": rep["rows"]}
+
+
+def stage_ranker_set(cfg, work: Path) -> dict:
+    from argusrank.platform.ranker_job import ranker_rows
+
+    feats, is_train, _ = ranker_rows(cfg, cfg.dataset_dir)
+    return {"rows": int(len(feats)), "train_rows": int(is_train.sum())}
+
+
+def run_stage(name: str, work: Path, n_events: int) -> None:
+    """``--stage``: run one stage in this process and write ``<work>/<name>.json`` (its inner seconds)."""
+    cfg = bench_config(work / "home", n_events)
+    fn = globals()[f"stage_{name}"]
+    t0 = time.perf_counter()
+    extra = fn(cfg, work)
+    seconds = time.perf_counter() - t0
+    (work / f"{name}.json").write_text(json.dumps({"seconds": seconds, **extra}, default=str))
+
+
+# --- the driver: one process per stage, its process tree's RSS sampled ----------------------------
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(sum of RSS in bytes, number of processes) over ``pid`` and all its descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0, 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total, len(procs)
+
+
+def measure(name: str, work: Path, n_events: int, log) -> dict:
+    """Run stage ``name`` in a child process; its seconds, process seconds and peak tree RSS."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    load = round(os.getloadavg()[0], 2)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--stage", name, "--work", str(work), "--n", str(n_events)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    peak, nproc = 0, 0
+    while proc.poll() is None:
+        rss, n = tree_rss(proc.pid)
+        peak, nproc = max(peak, rss), max(nproc, n)
+        time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {name} at {n_events:,} events failed ({proc.returncode}): see {log.name}")
+    inner = json.loads((work / f"{name}.json").read_text())
+    return {"stage": name, "seconds": round(inner.pop("seconds"), 2), "process_seconds": round(wall, 2),
+            "peak_rss_mb": round(peak / 2**20, 1), "max_processes": nproc, "load_avg_1m_start": load,
+            "load_avg_1m_end": round(os.getloadavg()[0], 2), **inner}
+
+
+def bench_size(n_events: int, tmp: Path) -> list[dict]:
+    work = Path(tempfile.mkdtemp(prefix=f"scale{n_events}-", dir=tmp))
+    rows = []
+    try:
+        with open(work / "stages.log", "w") as log:
+            setup = measure("synth", work, n_events, log)
+            from argusrank.features.io import read_metadata
+
+            events = int(read_metadata(bench_config(work / "home", n_events).dataset_dir)["n_events"])
+            print(f"== {events:,} events ({setup.get('n_users'):,} users, {setup.get('n_items'):,} items); "
+                  f"setup {setup['seconds']:.1f} s", flush=True)
+            for name in STAGES:
+                row = {"events": events, **measure(name, work, n_events, log)}
+                rows.append(row)
+                print(f"  {name:<14} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
+                      f"({row['process_seconds']:.1f} s in all, {row['max_processes']} processes, "
+                      f"load {row['load_avg_1m_start']}->{row['load_avg_1m_end']})", flush=True)
+    except Exception:
+        print(f"(kept {work} for inspection)", file=sys.stderr)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", type=lambda s: int(float(s)), default=[1_000_000],
+                    help="target event counts (e.g. 1000000 3e6)")
+    ap.add_argument("--json", default=None, help="write the JSON to PATH, or '-': one line on stdout")
+    ap.add_argument("--tmp", default=None, help="scratch folder (default: the system's temp dir)")
+    ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.stage:
+        run_stage(args.stage, args.work, args.n)
+        return
+    info = machine_info()
+    print(f"machine: {machine()}", flush=True)
+    rows = []
+    for n in args.sizes:
+        rows += bench_size(n, Path(args.tmp or tempfile.gettempdir()))
+    emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)
+
+
+if __name__ == "__main__":
+    main()
