@@ -84,20 +84,13 @@ def uninterrupted(tmp_path_factory, data):
 
 
 def test_driver_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path, data, uninterrupted):
-    """Stopped early on purpose (``train.stop_after_steps``: checkpoint, nothing final), resumed, SIGKILLed
-    mid-epoch after its next checkpoint, resumed again: the end equals the uninterrupted run."""
     home = tmp_path / "killed"
-    stopped = _result(_job(home, data, **{"train.stop_after_steps": 3}))
-    assert stopped["final"] is False and stopped["metrics"] == {}
-    known = frozenset(_checkpoints(home))
-    assert known  # the stop wrote one
     proc = _job(home, data)
-    _wait_for_checkpoint(home, proc, known=known)
+    _wait_for_checkpoint(home, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started (its local Ray)
     proc.wait(timeout=60)
     resumed = _result(_job(home, data))
     assert resumed["final"] and Path(resumed["run_dir"]).parent == home / "ray_results"
-    assert resumed["run_dir"] == stopped["run_dir"]  # the same Ray run, restored twice
     assert resumed["history"] == uninterrupted["history"]
     assert resumed["metrics"] == uninterrupted["metrics"]
 
