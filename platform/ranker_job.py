@@ -159,8 +159,7 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
                ablation=ablation, features_seconds=round(t_features, 3))
 
     with start_run(cfg, "ranker"):
-        mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen,
-                           "ranker.argus_features": ",".join(r.argus_features)})
+        mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen})
         mlflow.log_metrics({k: float(v) for k, v in out.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)})
         mlflow.log_metrics({f"ablation.{k.lstrip('+')}.pair_accuracy": v["pair_accuracy"] for k, v in ablation.items()
