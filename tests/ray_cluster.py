@@ -96,22 +96,25 @@ class LocalCluster:
 
     def stop(self) -> None:
         """End this cluster only: SIGTERM to each node's ``ray start --block`` (it stops its own processes), then
-        SIGKILL by PID to whatever of its temp dirs still runs."""
+        SIGTERM and SIGKILL by PID to whatever of its temp dirs still runs (a head busy shutting down Train's
+        actors can take 30 s and more to exit by itself)."""
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+        for sig, grace in ((None, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+            if sig is not None:
+                for pid in self.pids():
+                    try:
+                        os.kill(pid, sig)
+                    except OSError:
+                        pass
+            deadline = time.monotonic() + grace
+            while self.pids() and time.monotonic() < deadline:
+                time.sleep(0.2)
         for p in self.procs:
             try:
-                p.wait(30)
+                p.wait(5)
             except subprocess.TimeoutExpired:
-                p.kill()
-        deadline = time.monotonic() + 10
-        while self.pids() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pid in self.pids():
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
                 pass
         for t in self.temp_dirs:
             shutil.rmtree(t, ignore_errors=True)
