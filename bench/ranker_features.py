@@ -57,46 +57,65 @@ def pct(a: list[float]) -> dict:
     return {"p50_ms": round(float(np.percentile(x, 50)), 3), "p99_ms": round(float(np.percentile(x, 99)), 3)}
 
 
-def run(cfg, alias: str, users: list[int], n: int) -> dict:
-    """``n`` /recommend answers in process with the ranker behind ``alias``; per-stage and total latency."""
-    from argusrank.platform.config import with_overrides
-    from argusrank.platform.serving.flow import InProcessPipeline
+class Timed:
+    """An in-process pipeline behind one ranker alias, its three stages timed per request."""
 
-    cfg = with_overrides(cfg, {"serve.ranker_alias": alias})
-    pipe = InProcessPipeline(cfg)
-    stage: dict[str, list[float]] = {"candidates": [], "features": [], "ranker": [], "total": []}
+    def __init__(self, cfg, alias: str):
+        from argusrank.platform.config import with_overrides
+        from argusrank.platform.serving.flow import InProcessPipeline
 
-    def timed(name, fn):
+        self.alias, self.cfg = alias, with_overrides(cfg, {"serve.ranker_alias": alias})
+        self.pipe = InProcessPipeline(self.cfg)
+        self.lat: dict[str, list[float]] = {"candidates": [], "features": [], "ranker": [], "total": []}
+        p = self.pipe
+        p.generate, p.features, p.score = (self._timed("candidates", p.generate), self._timed("features", p.features),
+                                           self._timed("ranker", p.score))
+
+    def _timed(self, name, fn):
         async def call(*args):
             t0 = time.perf_counter()
             out = await fn(*args)
-            stage[name].append(time.perf_counter() - t0)
+            self.lat[name].append(time.perf_counter() - t0)
             return out
         return call
 
-    pipe.generate, pipe.features, pipe.score = (timed("candidates", pipe.generate), timed("features", pipe.features),
-                                                timed("ranker", pipe.score))
-    for u in users[:20]:  # warm-up: Feast, XGBoost, numpy paths
-        pipe.recommend(u, 10)
-    for s in stage.values():
-        s.clear()
-    for i in range(n):
+    def recommend(self, user: int) -> None:
         t0 = time.perf_counter()
-        ans = pipe.recommend(users[i % len(users)], 10)
-        stage["total"].append(time.perf_counter() - t0)
+        ans = self.pipe.recommend(user, 10)
+        self.lat["total"].append(time.perf_counter() - t0)
         assert ans["fallback"] is None, ans["fallback"]
-    pos = np.arange(min(500, pipe.state.index.size))
-    from argusrank.features.store import read_user_spaces
 
-    read = read_user_spaces(cfg, [users[0]], pipe.state.user_spaces)
-    user = {("user" if sp == "tower" else f"user_{sp}"): v[0][0] for sp, v in read.items()}
-    t = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        pipe.state.features_of(user, pos)
-        t.append(time.perf_counter() - t0)
-    return {"ranker": alias, "features": list(pipe.state.bundle.argus_features),
-            "candidates": len(pos), **{k: pct(v) for k, v in stage.items()}, "features_of_500": pct(t)}
+    def result(self, users: list[int]) -> dict:
+        """Latency per stage, and the bare ARGUS feature computation for 500 catalog items (200 repeats)."""
+        from argusrank.features.store import read_user_spaces
+
+        state = self.pipe.state
+        pos = np.arange(min(500, state.index.size))
+        read = read_user_spaces(self.cfg, [users[0]], state.user_spaces)
+        user = {("user" if sp == "tower" else f"user_{sp}"): v[0][0] for sp, v in read.items()}
+        t = []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            state.features_of(user, pos)
+            t.append(time.perf_counter() - t0)
+        return {"alias": self.alias, "argus_features": list(state.bundle.argus_features), "n_items": len(pos),
+                "latency": {**{k: pct(v) for k, v in self.lat.items()}, "features_of_500": pct(t)}}
+
+
+def run(cfg, aliases: list[str], users: list[int], n: int) -> list[dict]:
+    """``n`` /recommend answers per ranker alias, in process, the aliases interleaved request by request (a
+    shared box's drift hits both alike)."""
+    pipes = [Timed(cfg, a) for a in aliases]
+    for u in users[:20]:  # warm-up: Feast, XGBoost, numpy paths
+        for p in pipes:
+            p.recommend(u)
+    for p in pipes:
+        for v in p.lat.values():
+            v.clear()
+    for i in range(n):
+        for p in (pipes if i % 2 else pipes[::-1]):
+            p.recommend(users[i % len(users)])
+    return [p.result(users) for p in pipes]
 
 
 def main() -> None:
@@ -117,14 +136,13 @@ def main() -> None:
     sets = register_rankers(cfg)
     users = np.unique(read_events(cfg.dataset_dir, columns=["user_id"])["user_id"].to_numpy())
     users = np.random.default_rng(0).permutation(users)[:200].tolist()
-    rows = [run(cfg, f"bench-{alias}", users, args.requests) for alias in sets]
-    extra = {k: round(rows[1][k]["p50_ms"] - rows[0][k]["p50_ms"], 3) for k in ("candidates", "features", "ranker",
-                                                                               "total")}
+    rows = run(cfg, [f"bench-{alias}" for alias in sets], users, args.requests)
+    extra = {k: round(rows[1]["latency"][k]["p50_ms"] - rows[0]["latency"][k]["p50_ms"], 3)
+             for k in ("candidates", "features", "ranker", "total")}
     print(f"machine: {machine()}")
     for r in rows:
-        print(f"{r['ranker']:12s} {len(r['features'])} ARGUS features: " + ", ".join(
-            f"{k} p50 {r[k]['p50_ms']:.2f} / p99 {r[k]['p99_ms']:.2f} ms" for k in ("candidates", "features", "ranker",
-                                                                                   "total", "features_of_500")))
+        print(f"{r['alias']:12s} {len(r['argus_features'])} ARGUS features: " + ", ".join(
+            f"{k} p50 {v['p50_ms']:.2f} / p99 {v['p99_ms']:.2f} ms" for k, v in r["latency"].items()))
     print(f"extra per request (p50): {extra}")
     emit_json({"machine": info, "rows": rows, "extra_p50_ms": extra}, args.json)
 

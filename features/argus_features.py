@@ -76,10 +76,11 @@ def _rows(user: np.ndarray, item: np.ndarray) -> tuple[np.ndarray, np.ndarray] |
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """Exact GELU (torch ``nn.GELU()``): x * Phi(x)."""
-    from scipy.special import erf
+    """Exact GELU, the FP head's (torch ``nn.GELU()``: x * Phi(x)), computed by torch in float64: its vectorized
+    erf takes ~0.1 ms for 500 x 64 here, numpy/scipy ~0.7 ms (torch is imported on first use)."""
+    import torch
 
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+    return torch.nn.functional.gelu(torch.from_numpy(np.ascontiguousarray(x, np.float64))).numpy()
 
 
 def fp_predictions(user_fp: np.ndarray, item_fp: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:

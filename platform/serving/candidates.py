@@ -174,8 +174,12 @@ def load_candidate_state(cfg: ArgusrankConfig, bundle: Bundle | None = None) -> 
             raise NothingToServe(str(exc)) from exc
     index = build_index(ids, vecs, s.ann, **ann)
     item_vecs["item"] = index.vectors  # the same rows, kept once
-    return CandidateState(bundle, index, popular_items(cfg, ids), sources, nip_index, fp_head=fp_head,
-                          item_vecs={k: v for k, v in item_vecs.items() if k in kinds_for(bundle.argus_features)})
+    state = CandidateState(bundle, index, popular_items(cfg, ids), sources, nip_index, fp_head=fp_head,
+                           item_vecs={k: v for k, v in item_vecs.items() if k in kinds_for(bundle.argus_features)})
+    # one feature computation now, off the request path (the FP features import torch on first use)
+    state.features_of({k.replace("item", "user"): np.zeros(v.shape[1], np.float32) for k, v in state.item_vecs.items()},
+                      np.zeros(1, np.int64))
+    return state
 
 
 def generate_candidates(
