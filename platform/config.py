@@ -85,6 +85,13 @@ class RankerConfig(Section):
     # computed by serving. Default: what won the ablation (bench/README.md "Final-ranker uplift")
     argus_features: list[str] = Field(default_factory=lambda: ["argus_dot"], min_length=1)
     ablation: bool = True  # also train base + argus_dot + each other ARGUS feature group (and all) and report each
+    # impressions: train on the logged impressions only; candidates: also on the merged candidates /recommend
+    # serves per (user, daily snapshot) of the train part, labelled by what the user did next
+    # (platform/training/final_list.py; works on data without impressions)
+    train_on: Literal["impressions", "candidates"] = "impressions"
+    candidate_negatives: int = Field(20, ge=0)  # unlabelled candidates kept per training query (sampled, seed)
+    candidate_queries: int = Field(3000, ge=1)  # most (user, snapshot) training queries (sampled, seed)
+    final_queries: int = Field(300, ge=1)  # most test queries of the final-list NDCG@10 (sampled, seed)
 
     @field_validator("argus_features")
     @classmethod

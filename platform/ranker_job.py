@@ -12,6 +12,11 @@ synthetic data also the oracle PairAccuracy of the planted ``true_affinity`` and
 share of the base-to-oracle gap the ARGUS ranker closes. The base and argus rankers go to
 MLflow; the better one is registered (``cfg.mlflow.ranker_model_name``) with its feature
 list and aliased ``cfg.ranker.alias``.
+
+``ranker.train_on=candidates`` adds the candidates ``/recommend`` serves to the training rows (and works on
+logs without impressions); either way the job reports ``final_ndcg@10``: NDCG@10 of the final list (candidates
+of each configuration ranked by the chosen ranker) over the test part of the window
+(:mod:`argusrank.platform.training.final_list`).
 """
 from __future__ import annotations
 
@@ -93,21 +98,96 @@ def ranker_rows(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.DataF
     """The ranker's impressions of the test window with point-in-time features (Feast, daily vectors; every
     ARGUS feature of :func:`feature_sets`), the train mask (earliest ``ranker.train_frac`` of requests) and the
     vectors' model version."""
-    from argusrank.features import store
-
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     imp = impressions(dataset_dir, split.T, split.T_end)
     if imp.empty:
         raise ValueError(f"no recommendation impressions (request_id set) after T={split.T} in {dataset_dir}")
-    argus = [f for names in feature_sets(cfg.ranker).values() for f in names if is_argus_feature(f)]
-    feats = store.historical_features(cfg, imp[["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]],
-                                      argus=list(dict.fromkeys(argus)))
+    feats, version = _with_features(cfg, imp)
+    return feats, split_requests(feats, cfg.ranker.train_frac), version
+
+
+def _argus_needed(cfg: ArgusrankConfig) -> list[str]:
+    return list(dict.fromkeys(f for names in feature_sets(cfg.ranker).values() for f in names if is_argus_feature(f)))
+
+
+def _with_features(cfg: ArgusrankConfig, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``rows`` with their point-in-time features (``features.store.historical_features``) and the vectors' version."""
+    from argusrank.features import store
+
+    cols = ["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]
+    feats = store.historical_features(cfg, rows[cols], argus=_argus_needed(cfg))
     version = check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
                              feats["item_model_version"].fillna(-1).astype(np.int64).to_numpy())
     if not np.isfinite(feats["argus_dot"].to_numpy()).any():
-        raise ValueError("no impression in the ranker window has both vectors as of its time: "
+        raise ValueError("no row in the ranker window has both vectors as of its time: "
                          "export snapshots at or before the window (argusrank export) and retry")
-    return feats, split_requests(feats, cfg.ranker.train_frac), version
+    return feats, version
+
+
+def _sample(q: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``n`` of the queries ``(users, snapshots)``, uniformly with ``rng``, in their order."""
+    if len(q[0]) <= n:
+        return q
+    keep = np.sort(rng.choice(len(q[0]), n, replace=False))
+    return q[0][keep], q[1][keep]
+
+
+def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.DataFrame, np.ndarray, int, dict]:
+    """The ranker's rows with point-in-time features, the train mask, the vectors' version and the final-list
+    test queries (``{"ctx", "queries"}``, :mod:`training.final_list`).
+
+    The window ``[T, T_end)`` splits at the first test request (earliest ``ranker.train_frac`` of requests;
+    without impressions at ``train_frac`` of its time), rounded up to a snapshot ``t_s``. Rows: the logged
+    impressions, plus with ``ranker.train_on=candidates`` the served candidates of (user, snapshot) queries
+    before ``t_s`` (``final_list.candidate_rows``; at most ``ranker.candidate_queries``, sampled with the seed).
+    Without impressions the queries come from the users' events and those after ``t_s`` are the test rows.
+    Final-list queries: snapshots from ``t_s`` with a positive event (at most ``ranker.final_queries``)."""
+    from argusrank.features import vectors
+    from argusrank.platform.training import final_list as fl
+    from argusrank.platform.training.candidate_recall import candidate_context
+
+    r = cfg.ranker
+    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
+    imp = impressions(dataset_dir, split.T, split.T_end)
+    if imp.empty and r.train_on == "impressions":
+        raise ValueError(f"no recommendation impressions (request_id set) after T={split.T} in {dataset_dir}: "
+                         "ranker.train_on=candidates trains on served candidates instead")
+    is_train = split_requests(imp, r.train_frac) if len(imp) else np.zeros(0, bool)
+    t_split = (int(imp["ts"][~is_train].min()) if (~is_train).any()
+               else split.T + int(round(r.train_frac * (split.T_end - split.T))))
+    ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"))
+    i = int(np.searchsorted(ctx.snaps, t_split))
+    t_s = int(ctx.snaps[i]) if i < len(ctx.snaps) else split.T_end
+    rng = np.random.default_rng(cfg.seed)
+    parts, masks = [imp], [is_train]
+    if r.train_on == "candidates":
+        windows = [(split.T, t_s, True)] + ([(t_s, split.T_end, False)] if imp.empty else [])
+        n_groups = 0
+        for lo, hi, train in windows:
+            rows = fl.candidate_rows(cfg, ctx, *_sample(fl.window_queries(ctx, lo, hi), r.candidate_queries, rng), rng)
+            rows["request_id"] -= n_groups  # the test queries' ids after the train ones'
+            n_groups = int(-rows["request_id"].min()) if len(rows) else n_groups
+            parts.append(rows)
+            masks.append(np.full(len(rows), train))
+    feats, version = _with_features(cfg, pd.concat([p for p in parts if len(p)], ignore_index=True))
+    final = {"ctx": ctx, "queries": _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True),
+                                            r.final_queries, rng), "t_split": t_s}
+    return feats, np.concatenate(masks), version, final
+
+
+def final_list_ndcg(cfg: ArgusrankConfig, final: dict, model, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """NDCG@10 of the final ``/recommend`` list per candidate configuration, ``model`` ranking the candidates
+    on their point-in-time features (``final_list.final_ndcg``)."""
+    from argusrank.features import store
+    from argusrank.platform.training.final_list import final_ndcg
+
+    def score_rows(df: pd.DataFrame) -> np.ndarray:
+        f = store.historical_features(cfg, df, argus=_argus_needed(cfg))
+        X = pd.DataFrame(ranker_features({c: f[c].to_numpy() for c in f.columns}, df["ts"].to_numpy(), names),
+                         columns=list(names))
+        return score(model, X)
+
+    return final_ndcg(cfg, final["ctx"], *final["queries"], score_rows)
 
 
 def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, Any]:
@@ -121,7 +201,7 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     import mlflow
 
     t0 = time.perf_counter()
-    feats, is_train, version = ranker_rows(cfg, dataset_dir)
+    feats, is_train, version, final = training_set(cfg, dataset_dir)
     coverage = float(np.isfinite(feats[DOT].to_numpy()).mean())
     raw = {c: feats[c].to_numpy() for c in feats.columns}
     ts, grades, groups = feats["ts"].to_numpy(), feats["grade"].to_numpy(), feats["request_id"].to_numpy()
@@ -153,6 +233,12 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     out["argus_dot_pair_accuracy"] = pair_accuracy(np.nan_to_num(test[DOT].to_numpy(), nan=-1e9),
                                                    test["grade"].to_numpy(), test["request_id"].to_numpy())
     chosen = "argus" if out["pair_accuracy_argus"] >= base else "base"
+    t1 = time.perf_counter()
+    fin = final_list_ndcg(cfg, final, models[chosen], sets[chosen])
+    out["final_ndcg@10"], out["final_ndcg@10_seen_filtered"] = fin["seen_kept"], fin["seen_filtered"]
+    out.update(train_on=r.train_on, n_final_queries=int(len(final["queries"][0])),
+               n_candidate_rows=int((feats["request_id"].to_numpy() < 0).sum()),
+               final_seconds=round(time.perf_counter() - t1, 3))
     out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(groups[is_train]).size),
                n_test_requests=int(pd.unique(groups[~is_train]).size), n_impressions=int(len(feats)),
                dot_coverage=coverage, model_version=version, ranker_chosen=chosen, argus_features=list(r.argus_features),
@@ -165,6 +251,10 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
         mlflow.log_metrics({f"ablation.{k.lstrip('+')}.pair_accuracy": v["pair_accuracy"] for k, v in ablation.items()
                             if np.isfinite(v["pair_accuracy"])})
         mlflow.log_dict(ablation, "ranker_ablation.json")
+        for key in ("final_ndcg@10", "final_ndcg@10_seen_filtered"):
+            mlflow.log_metrics({f"{key.replace('@', '_at_')}.{c}": v for c, v in out[key].items() if np.isfinite(v)})
+        mlflow.log_dict({k: out[k] for k in ("train_on", "final_ndcg@10", "final_ndcg@10_seen_filtered")},
+                        "final_list_ndcg.json")
         fig = _importance_plot({k: models[k] for k in ("base", "argus")})
         mlflow.log_figure(fig, "plots/ranker_feature_importance.png")
         for name in ("base", "argus"):

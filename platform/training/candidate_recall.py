@@ -16,6 +16,7 @@ popular list from every source (the serving fallback). Exact search here; ANN re
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,11 @@ KS = (100, 500)
 SOURCES = ("popular", "tower", "nip")
 
 
-def _queries(hist, t_user: np.ndarray, t_ts: np.ndarray, snaps: np.ndarray):
-    """Unique (user index, snapshot index) of the targets, the target -> query map, and per query the number
-    of the user's events at or before the snapshot (events are sorted by user, then time)."""
+def _queries(t_user: np.ndarray, t_ts: np.ndarray, snaps: np.ndarray):
+    """Unique (user index, snapshot index) of the targets and the target -> query map."""
     snap = np.searchsorted(snaps, t_ts, side="right") - 1
     uq, inv = np.unique(t_user * len(snaps) + snap, return_inverse=True)
-    q_user, q_snap = uq // len(snaps), uq % len(snaps)
-    end = events_until(hist, q_user, snaps[q_snap], inclusive=True)
-    return q_user, q_snap, inv, end - hist.offsets[q_user]
+    return uq // len(snaps), uq % len(snaps), inv
 
 
 def _popular_orders(events, snaps: np.ndarray, catalog: np.ndarray) -> np.ndarray:
@@ -109,6 +107,79 @@ class ExportedVectors:
         return vecs[i]
 
 
+@dataclass
+class CandidateContext:
+    """What every source needs on the temporal split: the events, their histories, the daily snapshots of
+    ``[T, T_end)``, the catalog (sorted item ids), the fallback order per snapshot and the vectors."""
+
+    events: Any
+    hist: Any
+    split: Any
+    snaps: np.ndarray
+    catalog: np.ndarray
+    popular: np.ndarray  # (S, C) catalog positions in the fallback order at each snapshot
+    vecs: Any  # ExportedVectors | ModelVectors
+
+    def known(self, q_user: np.ndarray, q_snap: np.ndarray) -> np.ndarray:
+        """(Q,) the number of the user's events at or before the query's snapshot (0: the fallback user)."""
+        end = events_until(self.hist, q_user, self.snaps[q_snap], inclusive=True)
+        return end - self.hist.offsets[q_user]
+
+
+def candidate_context(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None,
+                      version: int | None = None) -> CandidateContext:
+    """The :class:`CandidateContext` of a dataset: exported vectors of ``version`` (what serving reads), else
+    vectors computed from ``model``."""
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events
+    from argusrank.platform.export import default_snapshots
+
+    events = read_events(dataset_dir)
+    hist = build_histories(events)
+    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
+    snaps = default_snapshots(cfg, split.T, split.T_end)
+    catalog = np.unique(hist.item_id)
+    vecs = ExportedVectors(cfg, version, hist, catalog) if version is not None else ModelVectors(model, hist, catalog)
+    return CandidateContext(events, hist, split, snaps, catalog, _popular_orders(events, snaps, catalog), vecs)
+
+
+def source_lists(ctx: CandidateContext, q_user: np.ndarray, q_snap: np.ndarray, kmax: int,
+                 filtered: tuple[bool, ...] = (False, True), chunk: int = 256) -> dict[tuple[str, bool], np.ndarray]:
+    """Per query (user index, snapshot index), each source's exact top-``kmax`` catalog positions, best first
+    (-1 padded): ``{(source, seen_filtered): (Q, kmax)}``; ``seen_filtered`` drops the items the user had
+    before the snapshot. A user with no event before it gets the fallback order from every source."""
+    hist, C = ctx.hist, len(ctx.catalog)
+    kmax = min(kmax, C)
+    n_known = ctx.known(q_user, q_snap)
+    items = {space: torch.as_tensor(v) for space, v in ctx.vecs.items.items()}
+    lists = {(name, f): np.full((len(q_user), kmax), -1, np.int64) for name in SOURCES for f in filtered}
+    for lo in range(0, len(q_user), chunk):
+        sl = slice(lo, lo + chunk)
+        u, s, n = q_user[sl], q_snap[sl], n_known[sl]
+        end = hist.offsets[u] + n
+        seen = torch.zeros((len(u), C), dtype=torch.bool)  # items the user had before the snapshot
+        rows = np.repeat(np.arange(len(u)), n)
+        ev = np.repeat(hist.offsets[u] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))  # each query's events
+        seen[torch.as_tensor(rows), torch.as_tensor(np.searchsorted(ctx.catalog, hist.item_id[ev]))] = True
+        pop = torch.as_tensor(-np.argsort(ctx.popular[s], axis=1), dtype=torch.float32)  # higher = earlier in order
+        known = n > 0
+        for f in filtered:
+            lists[("popular", f)][sl] = _top(pop, seen if f else None, kmax)
+        for space in ("tower", "nip"):
+            scores = pop.clone()
+            if known.any():
+                users = ctx.vecs.users(space, u[known], end[known], ctx.snaps[s[known]])
+                scores[torch.as_tensor(known)] = torch.as_tensor(users) @ items[space].T
+            for f in filtered:
+                lists[(space, f)][sl] = _top(scores, seen if f else None, kmax)
+    return lists
+
+
+def merged_list(lists: dict[tuple[str, bool], np.ndarray], merge: list[dict], n_items: int, filtered: bool) -> np.ndarray:
+    """The merge ``[{source, k}, ...]`` of :func:`source_lists`' lists (quotas, de-duplicated), as served."""
+    return merge_candidates([lists[(src["source"], filtered)] for src in merge], [int(src["k"]) for src in merge], n_items)
+
+
 def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None, version: int | None = None,
                      sources: list[dict] | None = None, ks: tuple[int, ...] = KS, chunk: int = 256,
                      more_merges: dict[str, list[dict]] | None = None) -> dict[str, Any]:
@@ -117,50 +188,18 @@ def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None, 
     User and item vectors: the exported ones of ``version`` (what serving reads), else computed from ``model``.
     ``sources``: the merge (default ``cfg.serve.candidates``, i.e. what ``/recommend`` serves);
     ``more_merges``: other merges to compare, reported as ``merged[<name>]``."""
-    from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
-    from argusrank.platform.export import default_snapshots
-
     sources = sources or [s.model_dump() for s in cfg.serve.candidate_sources()]
-    events = read_events(dataset_dir)
-    hist = build_histories(events)
-    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
-    snaps = default_snapshots(cfg, split.T, split.T_end)
+    ctx = candidate_context(cfg, dataset_dir, model, version)
+    hist, split, C = ctx.hist, ctx.split, len(ctx.catalog)
     target = (hist.timestamp >= split.T) & (hist.timestamp < split.T_end) & (hist.grade >= POSITIVE_GRADE)
-    catalog = np.unique(hist.item_id)
-    t_pos = np.searchsorted(catalog, hist.item_id[target])
-    q_user, q_snap, inv, n_known = _queries(hist, hist.user_index()[target], hist.timestamp[target], snaps)
-    popular = _popular_orders(events, snaps, catalog)
-    C = len(catalog)
-    kmax = min(max(ks), C)  # a catalog smaller than K: every list holds the whole catalog
-    vecs = ExportedVectors(cfg, version, hist, catalog) if version is not None else ModelVectors(model, hist, catalog)
-    items = {space: torch.as_tensor(v) for space, v in vecs.items.items()}
-    lists = {(name, f): np.full((len(q_user), kmax), -1, np.int64) for name in SOURCES for f in (False, True)}
-    for lo in range(0, len(q_user), chunk):
-        sl = slice(lo, lo + chunk)
-        u, s, n = q_user[sl], q_snap[sl], n_known[sl]
-        end = hist.offsets[u] + n
-        seen = torch.zeros((len(u), C), dtype=torch.bool)  # items the user had before the snapshot
-        rows = np.repeat(np.arange(len(u)), n)
-        ev = np.repeat(hist.offsets[u] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))  # each query's events
-        seen[torch.as_tensor(rows), torch.as_tensor(np.searchsorted(catalog, hist.item_id[ev]))] = True
-        pop = torch.as_tensor(-np.argsort(popular[s], axis=1), dtype=torch.float32)  # higher = earlier in order
-        known = n > 0
-        for f in (False, True):
-            lists[("popular", f)][sl] = _top(pop, seen if f else None, kmax)
-        for space in ("tower", "nip"):
-            scores = pop.clone()
-            if known.any():
-                users = vecs.users(space, u[known], end[known], snaps[s[known]])
-                scores[torch.as_tensor(known)] = torch.as_tensor(users) @ items[space].T
-            for f in (False, True):
-                lists[(space, f)][sl] = _top(scores, seen if f else None, kmax)
+    t_pos = np.searchsorted(ctx.catalog, hist.item_id[target])
+    q_user, q_snap, inv = _queries(hist.user_index()[target], hist.timestamp[target], ctx.snaps)
+    lists = source_lists(ctx, q_user, q_snap, max(ks), chunk=chunk)
     out: dict[str, Any] = {}
     merges = {"merged": sources, **{f"merged[{name}]": m for name, m in (more_merges or {}).items()}}
     for name, merge in merges.items():
         for f in (False, True):
-            picked = [lists[(src["source"], f)] for src in merge]
-            lists[(name, f)] = merge_candidates(picked, [int(src["k"]) for src in merge], C)
+            lists[(name, f)] = merged_list(lists, merge, C, f)
     for name in (*SOURCES, *merges):
         res = {}
         for f in (False, True):
