@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,26 +42,32 @@ from argusrank.platform.tracking import start_run
 
 
 class UserVectors:
-    """Ray Data callable: rows (user_id, as_of, window start/length) -> user vectors of one space."""
+    """Ray Data callable: rows (user_id, as_of, window start/length) -> the user vectors of every exported space
+    (one column ``vector_<space>`` each), so one job and one pass over the windows serve all spaces."""
 
-    def __init__(self, model, hist, device: str, space: str):
-        self.model, self.hist, self.device, self.space = model.to(device).eval(), hist, device, space
+    def __init__(self, models: dict[str, Any], hist, device: str):
+        self.models = {space: m.to(device).eval() for space, m in models.items()}
+        self.hist, self.device = hist, device
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = window_arrays(self.hist, batch["start"], batch["length"], batch["as_of"], self.space,
-                               int(self.model.cfg.max_len))
-        vec = user_vectors(self.model, arrays, self.space, self.device)  # (B, d)
-        return {"user_id": batch["user_id"], "as_of": batch["as_of"], "vector": vec}
+        out = {"user_id": batch["user_id"], "as_of": batch["as_of"]}
+        for space, model in self.models.items():
+            arrays = window_arrays(self.hist, batch["start"], batch["length"], batch["as_of"], space,
+                                   int(model.cfg.max_len))
+            out[f"vector_{space}"] = user_vectors(model, arrays, space, self.device)  # (B, d)
+        return out
 
 
 class ItemVectors:
-    """Ray Data callable: item IDs -> item vectors of one space."""
+    """Ray Data callable: item IDs -> the item vectors of every exported space (``vector_<space>``)."""
 
-    def __init__(self, model, device: str, space: str):
-        self.model, self.device, self.space = model.to(device).eval(), device, space
+    def __init__(self, models: dict[str, Any], device: str):
+        self.models = {space: m.to(device).eval() for space, m in models.items()}
+        self.device = device
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"item_id": batch["item_id"], "vector": item_vectors(self.model, batch["item_id"], self.space, self.device)}
+        return {"item_id": batch["item_id"], **{f"vector_{space}": item_vectors(m, batch["item_id"], space, self.device)
+                                               for space, m in self.models.items()}}
 
 
 def user_windows(hist, snaps: np.ndarray, lag_s: int, max_len: int) -> pa.Table:
@@ -90,23 +97,27 @@ def _map(ds, cls, kwargs: dict, cfg: ArgusrankConfig, use_gpu: bool):
     )
 
 
-def _stream(ds, kind: str, total: int, version: int, created: float, out: Path, event_ts: int | None) -> int:
-    """Write a vector dataset batch by batch to one parquet file (progress bar), renamed into place
-    only when complete; returns rows."""
-    rows, writer = 0, None
-    with atomic_file(out) as tmp, tqdm(total=total, desc=f"{kind} vectors", unit="row") as bar:
+def _stream(ds, outs: dict[str, tuple[str, Path]], total: int, version: int, created: float,
+            event_ts: int | None) -> int:
+    """Write the vector columns of a dataset batch by batch, column ``c`` of ``outs`` (``c -> (kind, path)``) to its
+    own parquet file (one progress bar); every file is renamed into place only when all are complete. Returns rows."""
+    rows, writers = 0, {}
+    desc = " + ".join(kind for kind, _ in outs.values())
+    with ExitStack() as stack, tqdm(total=total, desc=f"{desc} vectors", unit="row") as bar:
+        tmps = {col: stack.enter_context(atomic_file(path)) for col, (_, path) in outs.items()}
         try:
             for b in ds.iter_batches(batch_size=4096, batch_format="numpy"):
                 ts = b["as_of"] if event_ts is None else event_ts
-                vecs = np.stack(b["vector"]) if b["vector"].dtype == object else b["vector"]
-                t = vectors.vector_table(kind, b[f"{vectors.entity(kind)}_id"], vecs, version, ts, created)
-                writer = writer or pq.ParquetWriter(tmp, t.schema)
-                writer.write_table(t)
-                rows += t.num_rows
-                bar.update(t.num_rows)
+                for col, (kind, _) in outs.items():
+                    vecs = np.stack(b[col]) if b[col].dtype == object else b[col]
+                    t = vectors.vector_table(kind, b[f"{vectors.entity(kind)}_id"], vecs, version, ts, created)
+                    writers[col] = writers.get(col) or pq.ParquetWriter(tmps[col], t.schema)
+                    writers[col].write_table(t)
+                rows += len(b[f"{vectors.entity(kind)}_id"])
+                bar.update(len(b[f"{vectors.entity(kind)}_id"]))
         finally:
-            if writer is not None:
-                writer.close()
+            for w in writers.values():
+                w.close()
     return rows
 
 
@@ -183,23 +194,24 @@ def export_vectors(
         report["fp_model_version"] = fp_version
     windows = user_windows(hist, snaps, lag_s, int(model.cfg.max_len))
     items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
+    # tower first in the report: argus_dot and tower ANN; then the NIP head, the FP head's parts. One Ray Data job
+    # per entity computes every space (the job start, not the encoder, dominates small exports)
+    models = {space: (fp_model if space == "fp" else model).cpu() for space in spaces}
     with ray_session(address=cfg.ray.address):
-        model_cpu = model.cpu()
-        for space in spaces:  # tower first: argus_dot and tower ANN; then the NIP head, the FP head's parts
-            net = fp_model.cpu() if space == "fp" else model_cpu
-            prefix = "" if space == "tower" else f"{space}_"
-            for ent, table, block, cls, kwargs, event_ts in (
-                ("user", windows, 2048, UserVectors, {"hist": hist}, None),
-                ("item", items, 4096, ItemVectors, {}, int(snaps[0])),
-            ):
-                kind = vectors.kind_of(ent, space)
-                t0 = time.perf_counter()
-                ds = _map(ray.data.from_arrow(_blocks(table, block)), cls,
-                          {"model": net, "device": device, "space": space, **kwargs}, cfg, use_gpu)
-                path = vectors.vector_path(cfg, kind, tag)
-                n = _stream(ds, kind, table.num_rows, version, created, path, event_ts)
-                dt = time.perf_counter() - t0
-                report.update({f"{prefix}{ent}_vectors": str(path), f"{prefix}{ent}_rows": n,
+        for ent, table, block, cls, kwargs, event_ts in (
+            ("user", windows, 2048, UserVectors, {"hist": hist}, None),
+            ("item", items, 4096, ItemVectors, {}, int(snaps[0])),
+        ):
+            t0 = time.perf_counter()
+            ds = _map(ray.data.from_arrow(_blocks(table, block)), cls,
+                      {"models": models, "device": device, **kwargs}, cfg, use_gpu)
+            outs = {f"vector_{space}": (vectors.kind_of(ent, space), vectors.vector_path(cfg, vectors.kind_of(ent, space), tag))
+                    for space in spaces}
+            n = _stream(ds, outs, table.num_rows, version, created, event_ts)
+            dt = time.perf_counter() - t0
+            for space in spaces:  # one job for all spaces: each reports its seconds
+                prefix = "" if space == "tower" else f"{space}_"
+                report.update({f"{prefix}{ent}_vectors": str(outs[f"vector_{space}"][1]), f"{prefix}{ent}_rows": n,
                                f"{prefix}{ent}_seconds": round(dt, 3),
                                f"{prefix}{ent}_rows_per_s": round(n / max(dt, 1e-9), 1)})
     vectors.archive_other_versions(cfg, version)  # only now: the new version's files are complete

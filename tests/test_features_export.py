@@ -127,13 +127,13 @@ def test_an_export_that_dies_mid_write_leaves_the_previous_version_readable(tmp_
 
     class DiesMidway:
         def iter_batches(self, **_):
-            yield {"item_id": ids[:3], "vector": old[:3] + 1}
+            yield {"item_id": ids[:3], "vector_tower": old[:3] + 1, "vector_nip": old[:3]}
             raise RuntimeError("worker killed")
 
-    out = vectors.vector_path(cfg, "item", "v2_0_0_2")
+    out, out_nip = vectors.vector_path(cfg, "item", "v2_0_0_2"), vectors.vector_path(cfg, "item_nip", "v2_0_0_2")
     with pytest.raises(RuntimeError, match="worker killed"):
-        _stream(DiesMidway(), "item", 6, 2, 2.0, out, 100)
-    assert not out.exists()
+        _stream(DiesMidway(), {"vector_tower": ("item", out), "vector_nip": ("item_nip", out_nip)}, 6, 2, 2.0, 100)
+    assert not out.exists() and not list(out_nip.parent.iterdir())  # neither space leaves a partial or hidden file
     assert sorted(p.name for p in out.parent.iterdir()) == ["v1_0_0_1.parquet"]  # no partial or hidden file
     got_ids, got = vectors.read_version(cfg, "item", 1)
     np.testing.assert_array_equal(got, old)
