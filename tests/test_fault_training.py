@@ -1,9 +1,9 @@
-"""Training killed with SIGKILL mid-epoch — the driver, and separately a worker — resumes to the same result.
+"""Training killed with SIGKILL mid-epoch — a worker, then the driver — resumes to the same result.
 
-The driver case runs each job in its own process group (as `argusrank pretrain` would run), kills the
-whole group once a checkpoint exists, and reruns the same command: the run resumes from its checkpoint
-(same fingerprint) and ends with metrics equal to an uninterrupted run. The worker case kills the Ray
-Train worker process; `train.max_failures` restarts the worker group from the last checkpoint.
+The job runs in its own process group (as `argusrank pretrain` would run). Once a checkpoint exists a Ray Train
+worker is killed: `train.max_failures` restarts the worker group from that checkpoint. Once the restarted group
+has written the next one, the whole group (driver and its local Ray) is killed and the same command is rerun:
+the run resumes from its newest checkpoint (same fingerprint) and ends with metrics equal to an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -83,45 +82,40 @@ def uninterrupted(tmp_path_factory, data):
     return _result(_job(tmp_path_factory.mktemp("full"), data))
 
 
-def test_driver_killed_mid_epoch_resumes_to_the_same_metrics(tmp_path, data, uninterrupted):
+def _train_workers(root: int) -> list[int]:
+    """PIDs of the Ray Train workers among the descendants of process ``root`` (a job's own local Ray)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+    procs = {int(r[0]): (int(r[1]), r[2]) for r in (line.split(None, 2) for line in out.splitlines()) if len(r) == 3}
+
+    def descends(pid: int) -> bool:
+        while pid > 1 and pid in procs:
+            if pid == root:
+                return True
+            pid = procs[pid][0]
+        return False
+
+    return [pid for pid, (_, args) in procs.items() if "RayTrainWorker" in args and descends(pid)]
+
+
+def test_worker_then_driver_killed_mid_epoch_resume_to_the_same_metrics(tmp_path, data, uninterrupted):
+    """One job, two faults (one run less than a job per fault): a Ray Train worker is SIGKILLed after the first
+    checkpoint (``train.max_failures`` restarts the worker group from it, which goes on to write the next
+    checkpoint), then the driver with its whole process group (its local Ray); the same command resumes from the
+    newest checkpoint and ends with the uninterrupted run's history and metrics."""
     home = tmp_path / "killed"
-    proc = _job(home, data)
-    _wait_for_checkpoint(home, proc)
+    proc = _job(home, data, **{"train.max_failures": 1})
+    first = _wait_for_checkpoint(home, proc)
+    workers = _train_workers(proc.pid)
+    assert workers, "no RayTrainWorker process under the job's driver"
+    os.kill(workers[0], signal.SIGKILL)
+    _wait_for_checkpoint(home, proc, known=frozenset(_checkpoints(home)))  # the restarted group goes on
+    assert first in _checkpoints(home)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started (its local Ray)
     proc.wait(timeout=60)
     resumed = _result(_job(home, data))
     assert resumed["final"] and Path(resumed["run_dir"]).parent == home / "ray_results"
     assert resumed["history"] == uninterrupted["history"]
     assert resumed["metrics"] == uninterrupted["metrics"]
-
-
-def test_worker_killed_mid_epoch_restarts_from_the_checkpoint(tmp_path, data, uninterrupted):
-    import ray
-    from ray.util.state import list_actors
-
-    from argusrank.platform.training.jobs import run_pretrain
-
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", object_store_memory=200_000_000,
-             configure_logging=False, log_to_driver=False)
-    try:
-        home = tmp_path / "worker"
-        cfg = make_cfg(home, **OVER, **{"train.max_failures": 1})
-        out: dict = {}
-        job = threading.Thread(target=lambda: out.update(run_pretrain(cfg, data, register=False)))
-        job.start()
-        _wait_for_checkpoint(home)
-        gcs = ray.get_runtime_context().gcs_address  # this test's Ray (others may run on the machine)
-        workers = [a for a in list_actors(address=gcs, filters=[("state", "=", "ALIVE")])
-                   if "TrainWorker" in a.class_name]
-        assert workers, [a.class_name for a in list_actors(address=gcs)]
-        os.kill(workers[0].pid, signal.SIGKILL)
-        job.join(timeout=600)
-    finally:
-        ray.shutdown()
-    assert out["final"]
-    assert out["history"] == uninterrupted["history"]
-    assert json.loads(json.dumps(out["metrics"], default=str)) == uninterrupted["metrics"]
 
 
 def test_resume_is_keyed_by_the_dataset_contents_not_its_path(tmp_path):
