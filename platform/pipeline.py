@@ -139,7 +139,8 @@ def demo_summary(results: dict[str, Any]) -> dict[str, Any]:
     r = results["ranker"]
     out = {k: r[k] for k in ("pair_accuracy_base", "pair_accuracy_argus", "uplift_rel", "oracle_pair_accuracy")}
     out.update({k: r[k] for k in ("ndcg_base", "ndcg_argus", "pair_accuracy_dot", "uplift_rel_dot", "gap_closed",
-                                  "argus_features", "train_on", "final_ndcg@10", "final_ndcg@10_seen_filtered")
+                                  "argus_features", "train_on", "final_ndcg@10", "final_ndcg@10_seen_filtered",
+                                  "final_ndcg@10_source_order")
                 if k in r})
     if r.get("ablation"):
         out["ablation"] = {name: row["pair_accuracy"] for name, row in r["ablation"].items()}

@@ -162,16 +162,17 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
     parts, masks = [imp], [is_train]
     if r.train_on == "candidates":
         windows = [(split.T, t_s, True)] + ([(t_s, split.T_end, False)] if imp.empty else [])
-        n_groups = 0
+        first = int(imp["request_id"].max()) + 1 if len(imp) else 0  # query ids after every request's
         for lo, hi, train in windows:
-            rows = fl.candidate_rows(cfg, ctx, *_sample(fl.window_queries(ctx, lo, hi), r.candidate_queries, rng), rng)
-            rows["request_id"] -= n_groups  # the test queries' ids after the train ones'
-            n_groups = int(-rows["request_id"].min()) if len(rows) else n_groups
+            q = _sample(fl.window_queries(ctx, lo, hi), r.candidate_queries, rng)
+            rows = fl.candidate_rows(cfg, ctx, *q, rng, first_id=first)
+            first += len(q[0])
             parts.append(rows)
             masks.append(np.full(len(rows), train))
     feats, version = _with_features(cfg, pd.concat([p for p in parts if len(p)], ignore_index=True))
     final = {"ctx": ctx, "queries": _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True),
-                                            r.final_queries, rng), "t_split": t_s}
+                                            r.final_queries, rng), "t_split": t_s,
+             "n_candidate_rows": int(sum(len(p) for p in parts[1:]))}
     return feats, np.concatenate(masks), version, final
 
 
@@ -236,8 +237,9 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     t1 = time.perf_counter()
     fin = final_list_ndcg(cfg, final, models[chosen], sets[chosen])
     out["final_ndcg@10"], out["final_ndcg@10_seen_filtered"] = fin["seen_kept"], fin["seen_filtered"]
+    out["final_ndcg@10_source_order"] = fin["source_order"]
     out.update(train_on=r.train_on, n_final_queries=int(len(final["queries"][0])),
-               n_candidate_rows=int((feats["request_id"].to_numpy() < 0).sum()),
+               n_candidate_rows=final["n_candidate_rows"],
                final_seconds=round(time.perf_counter() - t1, 3))
     out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(groups[is_train]).size),
                n_test_requests=int(pd.unique(groups[~is_train]).size), n_impressions=int(len(feats)),
@@ -251,9 +253,9 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
         mlflow.log_metrics({f"ablation.{k.lstrip('+')}.pair_accuracy": v["pair_accuracy"] for k, v in ablation.items()
                             if np.isfinite(v["pair_accuracy"])})
         mlflow.log_dict(ablation, "ranker_ablation.json")
-        for key in ("final_ndcg@10", "final_ndcg@10_seen_filtered"):
+        for key in ("final_ndcg@10", "final_ndcg@10_seen_filtered", "final_ndcg@10_source_order"):
             mlflow.log_metrics({f"{key.replace('@', '_at_')}.{c}": v for c, v in out[key].items() if np.isfinite(v)})
-        mlflow.log_dict({k: out[k] for k in ("train_on", "final_ndcg@10", "final_ndcg@10_seen_filtered")},
+        mlflow.log_dict({k: v for k, v in out.items() if k == "train_on" or k.startswith("final_ndcg")},
                         "final_list_ndcg.json")
         fig = _importance_plot({k: models[k] for k in ("base", "argus")})
         mlflow.log_figure(fig, "plots/ranker_feature_importance.png")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -100,7 +101,7 @@ def test_final_list_ndcg_matches_a_slow_loop(cfg):
     assert len(calls) == 1  # one feature read for every configuration
     known = ctx.known(qu, qs) > 0
     assert 0 < known.sum() < len(qu)  # both ranked users and fallback (no history yet) ones
-    for filtered, name in ((False, "seen_kept"), (True, "seen_filtered")):
+    for filtered, name in ((False, "seen_kept"), (True, "seen_filtered"), (False, "source_order")):
         lists = fl.served_lists(cfg, ctx, qu, qs, filtered)
         assert set(got[name]) == {"popular", "tower", "nip", "merged"}
         for config, L in lists.items():
@@ -113,7 +114,8 @@ def test_final_list_ndcg_matches_a_slow_loop(cfg):
                 if filtered:  # serving's exclude: nothing the user had before the snapshot
                     assert not set(items) & set(before)
                 # a user with a history is ranked; a new one gets the fallback order as it comes
-                ranked = sorted(items, key=lambda i: (-_slow_score(user, i), i)) if before else items
+                ranked = sorted(items, key=lambda i: (-_slow_score(user, i), i)) if before and name != "source_order" \
+                    else items
                 lab = _slow_labels(ctx, int(qu[q]), s)
                 gain = {i: 2.0 ** max(g, 0) - 1 for i, g in lab.items()}
                 dcg = sum(gain.get(i, 0.0) / np.log2(r + 2) for r, i in enumerate(ranked[:10]))
@@ -133,17 +135,17 @@ def test_candidate_rows_are_the_served_merge_labelled_with_the_next_grades(cfg):
         update={"candidate_negatives": 10_000})}), ctx, qu, qs, np.random.default_rng(0))
     few = fl.candidate_rows(cfg.model_copy(update={"ranker": cfg.ranker.model_copy(
         update={"candidate_negatives": 2})}), ctx, qu, qs, np.random.default_rng(0))
-    assert every["request_id"].nunique() == known.sum() and (every["request_id"] < 0).all()
+    assert every["request_id"].nunique() == known.sum()
     n_labelled = 0
     for q, (u, s) in enumerate(zip(qu[known], qs[known])):
         user, t = int(ctx.hist.user_ids[u]), int(ctx.snaps[s])
         served = {int(ctx.catalog[p]) for p in merged[q] if p >= 0}
         lab = _slow_labels(ctx, int(u), t)
-        rows = every[every["request_id"] == -(1 + q)]
+        rows = every[every["request_id"] == q]
         assert (rows["user_id"] == user).all() and (rows["ts"] == t).all()
         assert set(rows["item_id"]) == served and len(rows) == len(served)  # the served candidates, each once
         assert dict(zip(rows["item_id"], rows["grade"])) == {i: lab.get(i, 0) for i in served}
-        sub = few[few["request_id"] == -(1 + q)]
+        sub = few[few["request_id"] == q]
         with_event = served & set(lab)
         assert set(sub["item_id"]) >= with_event and set(sub["item_id"]) <= served
         assert len(sub) == len(with_event) + min(2, len(served - with_event))
@@ -192,7 +194,10 @@ def test_ranker_trains_on_served_candidates_without_impressions(tmp_path):
         training_set(cfg, data)  # ML-100K's shape: no request_id at all
     cfg = with_overrides(cfg, {"ranker.train_on": "candidates"})
     feats, is_train, version, final = training_set(cfg, data)
-    assert version == 1 and (feats["request_id"] < 0).all() and is_train.any() and (~is_train).any()
+    assert version == 1 and final["n_candidate_rows"] == len(feats) and is_train.any() and (~is_train).any()
+    # one query id per (user, snapshot), train and test queries apart
+    assert (feats.groupby("request_id")[["user_id", "ts"]].nunique() == 1).all().all()
+    assert not set(feats.loc[is_train, "request_id"]) & set(feats.loc[~is_train, "request_id"])
     assert feats.loc[is_train, "ts"].max() < final["t_split"] <= feats.loc[~is_train, "ts"].min()
     assert np.isfinite(feats["argus_dot"]).any()
     out = train_rankers(cfg, data)
@@ -200,3 +205,22 @@ def test_ranker_trains_on_served_candidates_without_impressions(tmp_path):
     for key in ("final_ndcg@10", "final_ndcg@10_seen_filtered"):
         assert set(out[key]) == {"popular", "tower", "nip", "merged"}
         assert all(0.0 <= v <= 1.0 for v in out[key].values()), out[key]
+
+
+def test_candidate_rows_join_the_logged_impressions(tmp_path):
+    """With impressions: the union trains (XGBoost qids: the candidate queries' ids after every request's)."""
+    from argusrank.features.baseline import BASE_FEATURES, ranker_features
+    from argusrank.models.ranker import train_ranker
+    from argusrank.platform.config import with_overrides
+    from argusrank.platform.ranker_job import training_set
+
+    cfg, data = _home(tmp_path, _events(seed=6, n=900, requests=True))
+    feats, is_train, _, final = training_set(with_overrides(cfg, {"ranker.train_on": "candidates"}), data)
+    imp = len(feats) - final["n_candidate_rows"]
+    assert imp > 0 and final["n_candidate_rows"] > 0
+    assert feats["request_id"].iloc[imp:].min() > feats["request_id"].iloc[:imp].max()
+    assert is_train[imp:].all()  # candidates train; the test rows stay the logged impressions
+    names = (*BASE_FEATURES, "argus_dot")
+    X = ranker_features({c: feats[c].to_numpy() for c in feats.columns}, feats["ts"].to_numpy(), names)
+    train_ranker(pd.DataFrame(X[is_train], columns=list(names)), feats["grade"].to_numpy()[is_train],
+                 feats["request_id"].to_numpy()[is_train], n_estimators=3, max_depth=2, learning_rate=0.1, seed=0)

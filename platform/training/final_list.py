@@ -97,11 +97,12 @@ def entity_rows(ctx: CandidateContext, q_user: np.ndarray, q_snap: np.ndarray, q
 
 
 def candidate_rows(cfg: ArgusrankConfig, ctx: CandidateContext, q_user: np.ndarray, q_snap: np.ndarray,
-                   rng: np.random.Generator) -> pd.DataFrame:
+                   rng: np.random.Generator, first_id: int = 0) -> pd.DataFrame:
     """Ranker training rows of these queries: the served merge (a request without ``exclude``) of users with
     a vector (serving ranks only those), each labelled with its grade (no event: 0). Every candidate with an
     event is kept; the unlabelled ones (most of K=500) are subsampled to ``ranker.candidate_negatives`` per
-    query, uniformly with ``rng`` (the config seed). ``request_id`` = ``-(1 + query)`` (never a request's id)."""
+    query, uniformly with ``rng`` (the config seed). ``request_id`` = ``first_id + query`` (XGBoost's qid:
+    non-negative; pass one above every logged request's id)."""
     known = ctx.known(q_user, q_snap) > 0
     q_user, q_snap = q_user[known], q_snap[known]
     merged = served_lists(cfg, ctx, q_user, q_snap, filtered=False)["merged"]
@@ -117,7 +118,7 @@ def candidate_rows(cfg: ArgusrankConfig, ctx: CandidateContext, q_user: np.ndarr
     keep = np.zeros(len(qi), bool)
     keep[o] = labelled[o] | (np.arange(len(o)) - starts < cfg.ranker.candidate_negatives)
     df = entity_rows(ctx, q_user, q_snap, qi[keep], pos[keep])
-    df["grade"], df["request_id"] = grade[keep].astype(np.int64), -(1 + qi[keep]).astype(np.int64)
+    df["grade"], df["request_id"] = grade[keep].astype(np.int64), (first_id + qi[keep]).astype(np.int64)
     return df
 
 
@@ -150,7 +151,8 @@ def list_ndcg(top: np.ndarray, keys: np.ndarray, grades: np.ndarray, n_items: in
 
 def final_ndcg(cfg: ArgusrankConfig, ctx: CandidateContext, q_user: np.ndarray, q_snap: np.ndarray,
                score_rows: Callable[[pd.DataFrame], np.ndarray], k: int = FINAL_K) -> dict[str, dict[str, float]]:
-    """``{"seen_kept"|"seen_filtered": {config: NDCG@k of the final list}}`` of these queries; ``score_rows``
+    """``{"seen_kept"|"seen_filtered": {config: NDCG@k of the final list}}`` of these queries (and ``source_order``:
+    each seen-kept list's own top k, unranked, the reference); ``score_rows``
     scores entity rows (:func:`entity_rows`; the ranker on their point-in-time features), called once."""
     C = len(ctx.catalog)
     keys, grades = query_labels(ctx, q_user, q_snap)
@@ -160,7 +162,8 @@ def final_ndcg(cfg: ArgusrankConfig, ctx: CandidateContext, q_user: np.ndarray, 
                                           for by in lists.values() for L in by.values()]))
     scores = score_rows(entity_rows(ctx, q_user, q_snap, rank_keys // C, rank_keys % C)) if len(rank_keys) else \
         np.zeros(0, np.float32)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float]] = {"source_order": {  # the reference: each list's own order, no ranker
+        name: list_ndcg(L[:, :k], keys, grades, C, k) for name, L in lists[False].items()}}
     for f, by in lists.items():
         res = {}
         for name, L in by.items():
