@@ -375,31 +375,6 @@ def test_cached_feature_path_reads_the_same_pair_features_as_per_pair_feast_read
     assert seen > 0  # some candidates were seen before: the join is exercised
 
 
-def test_fused_topology_serves_the_same_answers(app, pipeline):
-    """serve.topology=fused (the three classes inside the Ingress, no hops) answers like the in-process pipeline."""
-    from argusrank.platform.serving.run import start_serving
-    from argusrank.platform.serving.flow import InProcessPipeline
-
-    cfg = pipeline["cfg"]
-    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"topology": "fused"})})
-    start_serving(cfg, blocking=False)
-    deadline = time.time() + 60
-    while time.time() < deadline and app.get("/version").json().get("topology") != "fused":
-        time.sleep(0.5)
-    v = app.get("/version").json()
-    assert v["topology"] == "fused"
-    pipe = InProcessPipeline(cfg)
-    assert v["model_versions"] == pipe.state.bundle.as_dict()
-    for user in pipeline["users"][:3].tolist():
-        body = app.post("/recommend", json={"user_id": user, "k": 10}).json()
-        _assert_same(_items(body), _items(pipe.recommend(user, 10)))
-    given = pipeline["items"][:12].tolist()
-    body = app.post("/rank", json={"user_id": int(pipeline["users"][0]), "item_ids": given}).json()
-    _assert_same(_items(body), _items(pipe.rank(int(pipeline["users"][0]), given)))
-    assert app.post("/recommend", json={"user_id": 1, "k": 0}).status_code == 422
-    check_bad_requests(app, {"user_id": int(pipeline["users"][0]), "k": 5}, rounds=1)
-
-
 def test_direct_ingress_config_sets_serve_flags_on_controller_and_ingress_only():
     from argusrank.platform.config import load_config
     from argusrank.platform.serving.run import serve_config
@@ -418,9 +393,11 @@ def test_direct_ingress_config_sets_serve_flags_on_controller_and_ingress_only()
         load_config(overrides={"serve.port": 9000, "serve.direct_port": 9000}, env={})
 
 
-def test_direct_ingress_replica_answers_like_the_pipeline_without_the_proxy(app, pipeline):
-    """serve.ingress=direct: the Ingress replica serves HTTP itself (no proxy hop); same answers, same 4xx; the
-    proxy keeps serve.port. Restarts Serve (the flags apply when Serve starts), so it runs last in this module."""
+def test_fused_direct_ingress_answers_like_the_pipeline_with_and_without_the_proxy(app, pipeline):
+    """serve.topology=fused (the three classes inside the Ingress, no hops) with serve.ingress=direct: the Ingress
+    replica serves HTTP itself (no proxy hop) and the proxy keeps serve.port; both answer /recommend and /rank like
+    the in-process pipeline, with the same 4xx. Restarts Serve (the flags apply when Serve starts), so it runs last
+    in this module."""
     from ray import serve
 
     from argusrank.platform.serving.run import direct_urls, start_serving
@@ -444,5 +421,12 @@ def test_direct_ingress_replica_answers_like_the_pipeline_without_the_proxy(app,
         assert bad.status_code == 422 and "k" in bad.text
         assert direct.post("/rank", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
         check_bad_requests(direct, {"user_id": user, "k": 5}, rounds=1)
-    proxied = app.post("/recommend", json={"user_id": user, "k": 10})  # the proxy still answers on serve.port
-    _assert_same(_items(proxied.json()), _items(pipe.recommend(user, 10)))
+        given = pipeline["items"][:12].tolist()
+        _assert_same(_items(direct.post("/rank", json={"user_id": user, "item_ids": given}).json()),
+                     _items(pipe.rank(user, given)))
+    # the proxy still answers on serve.port, from the same fused replica
+    assert app.get("/version").json()["topology"] == "fused"
+    for u in pipeline["users"][:3].tolist():
+        _assert_same(_items(app.post("/recommend", json={"user_id": u, "k": 10}).json()), _items(pipe.recommend(u, 10)))
+    assert app.post("/recommend", json={"user_id": 1, "k": 0}).status_code == 422
+    check_bad_requests(app, {"user_id": user, "k": 5}, rounds=1)
