@@ -100,8 +100,8 @@ class FeaturesConfig(Section):
         return ["tower", *sorted(set(v) - {"tower"})]
     export_actors: int = Field(0, ge=0)  # model actors in the Ray Data pool; 0 = auto (2 on CPU, 1 per GPU)
     # Feast's offline store and materialization engine: "file" (in this process; the default on one machine) or
-    # "ray" (Feast's Ray offline store + Ray compute engine, on the Ray this process is connected to, else
-    # RAY_ADDRESS, else a local one of ray_cpus CPUs)
+    # "ray" (Feast's Ray offline store + Ray compute engine, on the Ray this process is connected to, else the
+    # config's ray.address / RAY_ADDRESS, else a local one of ray_cpus CPUs)
     offline_engine: Literal["file", "ray"] = "file"
     ray_cpus: int = Field(2, ge=1)  # CPUs of the local Ray Feast starts when none runs (offline_engine=ray)
 

@@ -12,6 +12,7 @@ version (``features.vectors.check_versions``). Feast is imported lazily (it cost
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -61,10 +62,14 @@ def repo_config(cfg: StoreConfig) -> "RepoConfig":
         online = {"type": "sqlite", "path": str(repo / "online_store.db")}
     offline, engine = {"type": "file"}, {}
     if cfg.features.offline_engine == "ray":  # Feast's Ray offline store + compute engine (point-in-time, materialize)
-        conf = {"num_cpus": cfg.features.ray_cpus, "include_dashboard": False}
-        offline = {"type": "ray", "ray_conf": conf, "storage_path": str(repo / "ray_staging")}
+        # on a cluster (``ray.address`` of the argusrank config, else RAY_ADDRESS) Feast joins it, with no local
+        # resources of its own (Ray refuses num_cpus when it connects); else a local Ray of ray_cpus CPUs
+        address = getattr(getattr(cfg, "ray", None), "address", None) or os.environ.get("RAY_ADDRESS")
+        conf = {"include_dashboard": False} if address else {"num_cpus": cfg.features.ray_cpus, "include_dashboard": False}
+        where = {"ray_address": address} if address else {}
+        offline = {"type": "ray", "ray_conf": conf, "storage_path": str(repo / "ray_staging"), **where}
         engine = {"batch_engine": {"type": "ray.engine", "ray_conf": conf, "staging_location": str(repo / "ray_staging"),
-                                   "write_concurrency": 1 if cfg.features.online_store == "sqlite" else 8}}
+                                   "write_concurrency": 1 if cfg.features.online_store == "sqlite" else 8, **where}}
     return RepoConfig(
         project=PROJECT, provider="local", registry={"registry_type": "file", "path": str(repo / "registry.db")},
         online_store=online, offline_store=offline, entity_key_serialization_version=3, repo_path=repo, **engine,

@@ -178,6 +178,26 @@ pd.DataFrame({"rows": [rep["rows"]] * 19, "version": ver, "u0": u[:, 0]}).to_par
 """
 
 
+def test_feast_on_ray_joins_the_configured_cluster_without_local_resources(tmp_path, monkeypatch):
+    """offline_engine=ray with ray.address (or RAY_ADDRESS): Feast's offline store and engine connect to that
+    cluster (remote mode) and ask for no CPUs of their own (Ray refuses num_cpus when connecting); without an
+    address they start a local Ray of features.ray_cpus CPUs."""
+    from argusrank.platform.config import load_config
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    base = {"paths.home": str(tmp_path), "features.offline_engine": "ray", "features.ray_cpus": 3}
+    for cfg, env, want in ((load_config(None, {**base, "ray.address": "10.0.0.5:6379"}, env={}), None, "10.0.0.5:6379"),
+                           (load_config(None, base, env={}), "10.0.0.6:6379", "10.0.0.6:6379"),
+                           (load_config(None, base, env={}), None, None)):
+        if env:
+            monkeypatch.setenv("RAY_ADDRESS", env)
+        rc = store.repo_config(cfg)
+        for part in (rc.offline_store, rc.batch_engine):
+            assert part.ray_address == want
+            assert part.ray_conf == ({"include_dashboard": False} if want else {"num_cpus": 3, "include_dashboard": False})
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
 def test_feast_on_ray_gives_the_file_stores_training_rows_and_online_rows(filled, tmp_path):
     """``features.offline_engine=ray`` (Feast's Ray offline store and compute engine, in a subprocess with its own
     Ray): the point-in-time training rows and the materialized online rows equal the file store's."""
