@@ -75,6 +75,16 @@ class DataConfig(Section):
     max_len: int = Field(200, gt=1)  # chunk length for pre-training
     min_history: int = Field(2, ge=1)
     pair_window_s: int = Field(3600, ge=0)  # pairs by time window when there is no request_id
+    # partitions of a written dataset's events by user_id (a power of two; the most training workers a job can
+    # use); None: sized to the data (8 up to 4M events, ~500K events each above, at most 1024)
+    user_buckets: int | None = Field(None, ge=1, le=1024)
+
+    @field_validator("user_buckets")
+    @classmethod
+    def _power_of_two(cls, v: int | None) -> int | None:
+        if v is not None and v & (v - 1):
+            raise ValueError(f"{v} is not a power of two")
+        return v
 
 
 class FeaturesConfig(Section):

@@ -143,7 +143,7 @@ def failed_dir(out_dir) -> Path:
 
 
 def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_order: int,
-            vocab: dict | None = None, extra: dict | None = None) -> dict:
+            vocab: dict | None = None, extra: dict | None = None, user_buckets: int | None = None) -> dict:
     accepted, rejected = checker.split(events)
     assert accepted.num_rows + rejected.num_rows == checker.n
     report = {
@@ -153,7 +153,7 @@ def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_ord
         **(extra or {}),
     }
     if accepted.num_rows:
-        meta = write_dataset(out_dir, accepted, rejected, report, vocab=vocab)
+        meta = write_dataset(out_dir, accepted, rejected, report, vocab=vocab, user_buckets=user_buckets)
         shutil.rmtree(failed_dir(out_dir), ignore_errors=True)  # a stale failed attempt
         return meta
     keep_old = (Path(out_dir) / "events").is_dir()  # never replace a dataset by an empty one
@@ -171,7 +171,7 @@ def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_ord
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def _movielens_from_bytes(data: bytes, source: str, out_dir, fmt: str, src) -> dict:
+def _movielens_from_bytes(data: bytes, source: str, out_dir, fmt: str, src, user_buckets: int | None = None) -> dict:
     lines, line_idx, alt = text_lines(data, f"{fmt} {src}")
     if len(lines) == 0:
         raise UnreadableInput(f"{fmt}: {src} is empty")
@@ -198,14 +198,15 @@ def _movielens_from_bytes(data: bytes, source: str, out_dir, fmt: str, src) -> d
         disliked=_nullable(r <= DISLIKE_AT, rating.null, pa.bool_()),
         rating=_nullable(np.nan_to_num(r).astype(np.float32), rating.null, pa.float32()),
     )
-    return _finish(fmt, src, out_dir, ck, events, n_ooo, extra={"separator": sep or "whitespace",
-                                                               "rating_mapping": f"liked=rating>={LIKE_AT}, disliked=rating<={DISLIKE_AT}"})
+    return _finish(fmt, src, out_dir, ck, events, n_ooo, user_buckets=user_buckets,
+                   extra={"separator": sep or "whitespace",
+                          "rating_mapping": f"liked=rating>={LIKE_AT}, disliked=rating<={DISLIKE_AT}"})
 
 
-def import_movielens(src, out_dir) -> dict:
+def import_movielens(src, out_dir, user_buckets: int | None = None) -> dict:
     """MovieLens ratings file (tab, ``::`` or csv with header) -> dataset."""
     p = Path(src)
-    return _movielens_from_bytes(read_input_bytes(p, "movielens"), p.name, out_dir, "movielens", src)
+    return _movielens_from_bytes(read_input_bytes(p, "movielens"), p.name, out_dir, "movielens", src, user_buckets)
 
 
 def fetch_ml100k(cache_dir=None) -> Path:
@@ -223,7 +224,7 @@ def fetch_ml100k(cache_dir=None) -> Path:
     return wheel
 
 
-def import_movielens_100k(src, out_dir, cache_dir=None) -> dict:
+def import_movielens_100k(src, out_dir, cache_dir=None, user_buckets: int | None = None) -> dict:
     """ml-100k from the recbole wheel (``src``: None to download, or a wheel / .inter file)."""
     path = Path(src) if src else fetch_ml100k(cache_dir)
     if path.suffix == ".inter":
@@ -238,11 +239,11 @@ def import_movielens_100k(src, out_dir, cache_dir=None) -> dict:
                 data, name = zf.read(ML100K_MEMBER), "ml-100k.inter"
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise UnreadableInput(f"movielens-100k: cannot read {path} as a wheel (zip): {exc}") from exc
-    return _movielens_from_bytes(data, name, out_dir, "movielens-100k", path)
+    return _movielens_from_bytes(data, name, out_dir, "movielens-100k", path, user_buckets)
 
 
 # --- sasrec -------------------------------------------------------------------------------------
-def import_sasrec(src, out_dir) -> dict:
+def import_sasrec(src, out_dir, user_buckets: int | None = None) -> dict:
     """``user item`` lines in time order -> dataset (line index = timestamp, vocab-mapped IDs)."""
     p = Path(src)
     lines, line_idx, alt = text_lines(read_input_bytes(p, "sasrec"), f"sasrec {p}")
@@ -261,7 +262,7 @@ def import_sasrec(src, out_dir) -> dict:
     n = ck.n
     events = _events(n, ids["users"], ids["items"], line_idx, np.ones(n, bool),
                      np.full(n, EVENT_TYPE_CODE["interaction"], np.int8))
-    return _finish("sasrec", src, out_dir, ck, events, 0, vocab=vocab,
+    return _finish("sasrec", src, out_dir, ck, events, 0, vocab=vocab, user_buckets=user_buckets,
                    extra={"timestamps": "0-based line index (file order = time order)"})
 
 
@@ -322,7 +323,7 @@ def _yambda_raw(path: Path) -> tuple[pa.Table, dict[str, np.ndarray]]:
     return pa.table(cols), bad
 
 
-def import_yambda(src, out_dir) -> dict:
+def import_yambda(src, out_dir, user_buckets: int | None = None) -> dict:
     """Yambda flat parquet file or folder of files -> dataset."""
     files = _yambda_files(Path(src))
     raws, bads = zip(*[_yambda_raw(f) for f in files])
@@ -363,24 +364,25 @@ def import_yambda(src, out_dir) -> dict:
         liked=_nullable(kind_idx == 1, ~liked_known, pa.bool_()),
         disliked=_nullable(kind_idx == 2, ~disliked_known, pa.bool_()),
     )
-    return _finish("yambda", src, out_dir, ck, events, n_ooo,
+    return _finish("yambda", src, out_dir, ck, events, n_ooo, user_buckets=user_buckets,
                    extra={"files": [f.name for f in files]})
 
 
-def import_dataset(fmt: str, src, out_dir, cache_dir=None) -> dict:
+def import_dataset(fmt: str, src, out_dir, cache_dir=None, user_buckets: int | None = None) -> dict:
     """Import ``src`` in format ``fmt`` into ``out_dir``; returns the report (accepted/rejected counts ...).
+    ``user_buckets``: partitions of the events by user (a power of two; default sized to the data).
 
     Raises SchemaError (unusable input, names the column) or NoValidEvents
     (every row rejected; rejected/ is still written).
     """
     if fmt == "yambda":
-        return import_yambda(src, out_dir)
+        return import_yambda(src, out_dir, user_buckets)
     if fmt == "movielens":
-        return import_movielens(src, out_dir)
+        return import_movielens(src, out_dir, user_buckets)
     if fmt == "sasrec":
-        return import_sasrec(src, out_dir)
+        return import_sasrec(src, out_dir, user_buckets)
     if fmt == "movielens-100k":
-        return import_movielens_100k(src, out_dir, cache_dir)
+        return import_movielens_100k(src, out_dir, cache_dir, user_buckets)
     raise ValueError(f"unknown format {fmt!r}; one of {FORMATS}")
 
 

@@ -2,7 +2,7 @@
 
 Layout of a dataset directory ``DIR``::
 
-    DIR/events/user_bucket=K/*.parquet   accepted events (EVENT_SCHEMA), hive-partitioned by user_id % 8
+    DIR/events/user_bucket=K/*.parquet   accepted events (EVENT_SCHEMA), hive-partitioned by user_id % B
     DIR/rejected/rejected.parquet        bad input rows: raw values as strings + source + row + reason
     DIR/metadata.json                    format, counts, time range, ID stats, import report
     DIR/items.parquet                    item_id, count, first_ts
@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from argusrank.features.schema import EVENT_PARTITIONS, EVENT_SCHEMA, EVENT_TYPES, PARTITION_COLUMN
+from argusrank.features.schema import (EVENT_PARTITIONS, EVENT_SCHEMA, EVENT_TYPES, PARTITION_COLUMN,
+                                       check_user_buckets, default_user_buckets)
 from argusrank.features.validate import UnreadableInput
 
 SORT_KEYS = [("user_id", "ascending", "at_start"), ("timestamp", "ascending", "at_start"),
@@ -192,11 +193,14 @@ def write_dataset(
     metadata: dict,
     vocab: dict[str, pa.Table] | None = None,
     truth: dict[str, pa.Table | np.ndarray] | None = None,
+    user_buckets: int | None = None,
 ) -> dict:
     """Write a dataset directory (see module docstring); returns the metadata written.
 
     ``events`` must hold the EVENT_SCHEMA columns; it is sorted and partitioned
-    by ``user_bucket``. ``vocab`` (optional) maps a name ("users", "items") to a
+    by ``user_bucket`` = user_id % B, B = ``user_buckets`` (a power of two; default
+    sized to the data, :func:`~argusrank.features.schema.default_user_buckets`),
+    recorded as ``metadata["partitions"]["n"]``. ``vocab`` (optional) maps a name ("users", "items") to a
     table ``(id int64, raw string)`` written to ``DIR/vocab/<name>.parquet``;
     ``truth`` (optional) maps a name to a table (``truth/<name>.parquet``) or an
     array (``truth/<name>.npy``).
@@ -211,11 +215,11 @@ def write_dataset(
     meta = dict(metadata)
     meta.update(dataset_stats(events))
     meta["n_rejected"] = 0 if rejected is None else rejected.num_rows
-    meta["partitions"] = {"column": PARTITION_COLUMN, "n": EVENT_PARTITIONS}
+    n_buckets = check_user_buckets(user_buckets) if user_buckets else default_user_buckets(events.num_rows)
+    meta["partitions"] = {"column": PARTITION_COLUMN, "n": n_buckets}
     with atomic_dir(out_dir, keep=lambda name: name not in DATASET_ENTRIES) as out:
         if events.num_rows:
-            bucket = pc.cast(pc.bit_wise_and(events["user_id"], EVENT_PARTITIONS - 1), pa.int32())
-            assert EVENT_PARTITIONS & (EVENT_PARTITIONS - 1) == 0  # power of two: AND == modulo
+            bucket = pc.cast(pc.bit_wise_and(events["user_id"], n_buckets - 1), pa.int32())  # power of two: AND == %
             ds.write_dataset(
                 events.append_column(PARTITION_COLUMN, bucket), out / "events", format="parquet",
                 partitioning=_PARTITIONING, existing_data_behavior="error",
@@ -235,6 +239,11 @@ def write_dataset(
     return meta
 
 
+def user_buckets_of(dataset_dir: str | Path) -> int:
+    """The number of user buckets the dataset's events are partitioned into (8 for datasets that predate it)."""
+    return int(read_metadata(dataset_dir).get("partitions", {}).get("n", EVENT_PARTITIONS))
+
+
 def read_metadata(dataset_dir: str | Path) -> dict:
     """The dataset's metadata.json as a dict."""
     p = Path(dataset_dir) / "metadata.json"
@@ -251,7 +260,7 @@ def read_events(
     """Read accepted events sorted by (user_id, timestamp, position).
 
     ``columns``: a subset of EVENT_SCHEMA names (default all); ``user_buckets``:
-    only these ``user_id % 8`` shards (read without touching the others).
+    only these ``user_id % B`` shards (B = :func:`user_buckets_of`; read without touching the others).
     """
     path = Path(dataset_dir) / "events"
     if not path.is_dir():

@@ -52,10 +52,25 @@ EVENT_SCHEMA = pa.schema(
 #: Rejected rows keep their raw values as strings plus the reason.
 REJECT_SCHEMA_EXTRA = [pa.field("row", pa.int64()), pa.field("reason", pa.string())]
 
-#: hive partition column of OUT/events/ (derived: user_id % EVENT_PARTITIONS), so
-#: workers can read disjoint user shards without copying the whole log.
+#: hive partition column of OUT/events/ (derived: user_id % the dataset's bucket count, a power of two recorded in
+#: metadata.json), so workers can read disjoint user shards without copying the whole log.
 PARTITION_COLUMN = "user_bucket"
-EVENT_PARTITIONS = 8
+EVENT_PARTITIONS = 8  # the fewest buckets (and the count of datasets written before it was recorded)
+MAX_EVENT_PARTITIONS = 1024
+EVENTS_PER_PARTITION = 500_000  # the automatic bucket count aims at about this many events per bucket
+
+
+def default_user_buckets(n_events: int) -> int:
+    """User buckets sized to the data: the power of two nearest above n_events / 500K, within [8, 1024]."""
+    want = -(-int(n_events) // EVENTS_PER_PARTITION)
+    return int(min(MAX_EVENT_PARTITIONS, max(EVENT_PARTITIONS, 1 << max(want - 1, 0).bit_length())))
+
+
+def check_user_buckets(n: int) -> int:
+    """``n`` if it is a valid bucket count (a power of two in [1, 1024]), else ValueError naming it."""
+    if not (1 <= n <= MAX_EVENT_PARTITIONS and n & (n - 1) == 0):
+        raise ValueError(f"user_buckets: {n} is not a power of two in [1, {MAX_EVENT_PARTITIONS}]")
+    return n
 
 
 def feedback_grade(played_ratio: np.ndarray, liked: np.ndarray, disliked: np.ndarray) -> np.ndarray:

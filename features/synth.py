@@ -229,8 +229,9 @@ def generate(cfg: SynthConfig, seed: int) -> SynthData:
     )
 
 
-def synthesize(cfg: SynthConfig, out_dir, seed: int) -> dict:
-    """Generate and write a synthetic dataset (with ``truth/``) to ``out_dir``; returns its summary."""
+def synthesize(cfg: SynthConfig, out_dir, seed: int, user_buckets: int | None = None) -> dict:
+    """Generate and write a synthetic dataset (with ``truth/``) to ``out_dir``; returns its summary.
+    ``user_buckets``: partitions of the events by user (default sized to the data)."""
     t0 = time.perf_counter()
     data = generate(cfg, seed)
     gen_s = time.perf_counter() - t0
@@ -240,7 +241,7 @@ def synthesize(cfg: SynthConfig, out_dir, seed: int) -> dict:
     truth = {"truth": data.truth, **{n: getattr(data, n) for n in ("user_factors", "item_factors", "item_bias",
                                                                    "popularity", "knot_times", "user_sessions")
                                      if getattr(data, n) is not None}}
-    return write_dataset(out_dir, data.events, concat_rejected([]), meta, truth=truth)
+    return write_dataset(out_dir, data.events, concat_rejected([]), meta, truth=truth, user_buckets=user_buckets)
 
 
 def load_truth_factors(dataset_dir) -> dict[str, np.ndarray]:

@@ -32,6 +32,9 @@ def data_import(
     fmt: str = typer.Option(..., "--format", "-f", help="yambda | movielens | sasrec | movielens-100k"),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Download cache (default ~/.cache/argusrank)."),
+    user_buckets: Optional[int] = typer.Option(None, "--user-buckets", help=(
+        "Partitions of the events by user (a power of two up to 1024; the most training workers a job can use). "
+        "Default: sized to the data (8 up to 4M events).")),
 ) -> None:
     """Import a public log; prints accepted/rejected counts (exit 1: nothing valid, 2: unusable input)."""
     from rich.console import Console
@@ -43,9 +46,16 @@ def data_import(
         raise fail(f"--format: unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     if src is None and fmt != "movielens-100k":
         raise fail(f"SRC is required for --format {fmt}")
+    if user_buckets is not None:
+        from argusrank.features.schema import check_user_buckets
+
+        try:
+            check_user_buckets(user_buckets)
+        except ValueError as exc:
+            raise fail(f"--{exc}")
     try:
         with Console(stderr=True).status(f"importing {fmt} from {src or 'recbole wheel'} ..."):
-            meta = import_dataset(fmt, src, out, cache_dir=cache_dir)
+            meta = import_dataset(fmt, src, out, cache_dir=cache_dir, user_buckets=user_buckets)
     except NoValidEvents as exc:
         raise fail(f"error: {exc} (rejected rows in {getattr(exc, 'rejected_dir', None) or out / 'rejected'})", 1)
     except (SchemaError, OSError, RuntimeError) as exc:
@@ -69,7 +79,7 @@ def data_synth(
     cfg = load_cli_config(config, set_, seed=seed)
     out = out or cfg.paths.data_dir / "synth"
     with Console(stderr=True).status(f"generating {cfg.data.synth.n_users} users ..."):
-        meta = synthesize(cfg.data.synth, out, seed=cfg.seed)
+        meta = synthesize(cfg.data.synth, out, seed=cfg.seed, user_buckets=cfg.data.user_buckets)
     typer.echo(f"synth: {meta['n_events']} events, {meta['truth']['n_impressions']} impressions -> {out}")
     _print_summary(f"synth -> {out}", meta)
 

@@ -30,7 +30,8 @@ def stage_data(cfg: ArgusrankConfig) -> dict[str, Any]:
     """Generate (synth) or import the dataset; returns its summary."""
     from argusrank.features.sources import build_dataset
 
-    return build_dataset(cfg.data.format, cfg.data.source, dataset_dir(cfg), cfg.data.synth, cfg.seed)
+    return build_dataset(cfg.data.format, cfg.data.source, dataset_dir(cfg), cfg.data.synth, cfg.seed,
+                         user_buckets=cfg.data.user_buckets)
 
 
 def stage_pretrain(cfg: ArgusrankConfig) -> dict[str, Any]:

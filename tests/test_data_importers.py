@@ -348,3 +348,41 @@ def test_atomic_dir(tmp_path):
     with pytest.raises(NotADirectoryError):
         with atomic_dir(tmp_path / "f"):
             pass
+
+
+def test_user_buckets_sized_to_the_data_or_set_and_read_back(tmp_path):
+    """Events are partitioned by user_id % B: B sized to the data by default (8 up to 4M events, a power of two
+    near n/500K above, at most 1024) or set (`--user-buckets`, data.user_buckets); readers take B from the
+    metadata, so a worker's shard holds exactly its users and the worker limit follows the data."""
+    from argusrank.features.io import read_events, user_buckets_of
+    from argusrank.features.schema import check_user_buckets, default_user_buckets
+    from argusrank.platform.config import load_config
+    from argusrank.platform.training.checks import ConfigError, validate
+
+    assert [default_user_buckets(n) for n in (0, 1000, 4_000_000, 4_000_001, 10_000_000, 50_000_000, 10**10)] == \
+        [8, 8, 8, 16, 32, 128, 1024]
+    for bad in (0, 3, 2048):
+        with pytest.raises(ValueError, match="user_buckets"):
+            check_user_buckets(bad)
+    n = 40
+    ev = pa.table({f.name: pa.array([True] * n if f.type == pa.bool_() else np.arange(n) if f.name == "user_id"
+                                    else np.ones(n), f.type) for f in EVENT_SCHEMA})
+    write_dataset(tmp_path / "d16", ev, None, {"format": "x"}, user_buckets=16)
+    assert user_buckets_of(tmp_path / "d16") == 16
+    assert sorted(p.name for p in (tmp_path / "d16" / "events").iterdir()) == sorted(f"user_bucket={b}" for b in range(16))
+    shard = read_events(tmp_path / "d16", user_buckets=[3, 19])
+    assert sorted(shard["user_id"].to_pylist()) == [u for u in range(n) if u % 16 == 3]
+    write_dataset(tmp_path / "d8", ev, None, {"format": "x"})
+    assert user_buckets_of(tmp_path / "d8") == 8
+    with pytest.raises(ValueError, match="power of two"):
+        load_config(None, {"data.user_buckets": 12}, env={})
+    cfg = load_config(None, {"paths.home": str(tmp_path), "train.num_workers": 9, "train.cpus_per_worker": 1}, env={})
+    with pytest.raises(ConfigError, match="at most 8, the dataset's user buckets"):
+        validate(cfg, tmp_path / "d8", "pretrain")
+    good = tmp_path / "good.tsv"
+    good.write_text("1\t2\t4\t1\n2\t3\t5\t2\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "import", "-f", "movielens", "-o", str(tmp_path / "x"), "--user-buckets", "6", str(good)])
+    assert res.exit_code == 2 and "user_buckets: 6 is not a power of two" in res.output, res.output
+    res = runner.invoke(app, ["data", "import", "-f", "movielens", "-o", str(tmp_path / "x"), "--user-buckets", "32", str(good)])
+    assert res.exit_code == 0 and user_buckets_of(tmp_path / "x") == 32, res.output

@@ -108,11 +108,10 @@ class FreshVectors:
         """One full read of the user's recent history: the dataset's events, then the logged online ones (which
         include the events being ingested), the last ``max_len`` in time order, as one window row."""
         from argusrank.features.histories import build_histories
-        from argusrank.features.io import read_events
-        from argusrank.features.schema import EVENT_PARTITIONS
+        from argusrank.features.io import read_events, user_buckets_of
         from argusrank.features.sequences import gather_windows
 
-        offline = read_events(self.cfg.dataset_dir, user_buckets=[user % EVENT_PARTITIONS])
+        offline = read_events(self.cfg.dataset_dir, user_buckets=[user % user_buckets_of(self.cfg.dataset_dir)])
         offline = offline.filter(pa.compute.equal(offline["user_id"], user))
         last = int(offline["timestamp"][-1].as_py()) if offline.num_rows else -1
         hist = build_histories(pa.concat_tables([offline, self.log.user_events(user, after_ts=last)]))

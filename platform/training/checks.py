@@ -88,8 +88,7 @@ def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
 
     Returns the dataset metadata.
     """
-    from argusrank.features.io import read_metadata
-    from argusrank.features.schema import EVENT_PARTITIONS
+    from argusrank.features.io import read_metadata, user_buckets_of
 
     if stage not in ("pretrain", "finetune"):
         raise ConfigError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
@@ -101,9 +100,11 @@ def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
         raise ConfigError(f"dataset: {dataset_dir} holds no events")
     mc = model_config(cfg, meta)
     t = cfg.train
-    if t.num_workers > EVENT_PARTITIONS:
-        raise ConfigError(f"train.num_workers={t.num_workers}: at most {EVENT_PARTITIONS} "
-                          f"(workers read disjoint user_bucket shards of the events)")
+    buckets = user_buckets_of(dataset_dir)
+    if t.num_workers > buckets:
+        raise ConfigError(f"train.num_workers={t.num_workers}: at most {buckets}, the dataset's user buckets "
+                          f"(workers read disjoint user_bucket shards of the events; import or generate it again with "
+                          f"more: --set data.user_buckets=N, `argusrank data import --user-buckets N`)")
     need, have = t.num_workers * worker_cpus(cfg), available_cpus()
     if need > have:
         raise ConfigError(f"train.num_workers * train.cpus_per_worker = {need} CPUs, but only {have} are available")

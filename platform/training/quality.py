@@ -100,7 +100,7 @@ def prepare_dataset(cfg: ArgusrankConfig, fmt: str, src: str | Path | None) -> P
             return out
     except FileNotFoundError:
         pass
-    build_dataset(fmt, src, out, cfg.data.synth, cfg.seed)
+    build_dataset(fmt, src, out, cfg.data.synth, cfg.seed, user_buckets=cfg.data.user_buckets)
     return out
 
 

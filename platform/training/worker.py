@@ -143,7 +143,7 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
     from tqdm import tqdm
 
-    from argusrank.features.schema import EVENT_PARTITIONS
+    from argusrank.features.io import user_buckets_of
     from argusrank.models.batch import FinetuneBatch, SequenceBatch
     from argusrank.models.factory import model_from_config
     from argusrank.platform.training.evaluate import validation_sums
@@ -162,7 +162,7 @@ def train_loop(config: dict) -> None:
     lr = t_cfg.lr if stage == "pretrain" else cfg.finetune.lr
 
     # ---- data: this worker's shards only
-    buckets = [b for b in range(EVENT_PARTITIONS) if b % world == rank]
+    buckets = [b for b in range(user_buckets_of(config["dataset_dir"])) if b % world == rank]
     arrays, valid = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets, config["model_cfg"]["max_len"])
     n_local = math.ceil(_n_rows(arrays) / batch_size)
     steps_per_epoch = int(all_reduce([n_local], "max")[0])
