@@ -6,7 +6,8 @@ Profiles (loopback only; requests bounded by rate x duration):
 
 Every minute prints errors and p50/p99; the replicas' RSS (psutil, summed over the app's replicas) is read at
 the start and the end. Halfway through, one replica is killed (``ray.kill``, Serve restarts it): the errors it
-caused and the seconds until requests succeed again are reported.
+caused and the seconds until requests succeed again are reported (direct ingress: after a failed request the
+client re-reads the replicas' URLs, at most once a second, as a client-side load balancer would).
 
     .venv/bin/python bench/soak_serve.py --minutes 10 --json soak.json
 """
@@ -58,21 +59,32 @@ def kill_one_replica(deployment: str) -> float:
 
 
 async def minute(urls: list[str], bodies: list[dict], rate: float, seconds: float, kill_at: float | None,
-                 deployment: str) -> dict:
-    """One window at ``rate``: (due time, ok, latency) per request; optionally a replica kill ``kill_at`` s in."""
+                 deployment: str, refresh=None) -> dict:
+    """One window at ``rate``: (due time, ok, latency) per request; optionally a replica kill ``kill_at`` s in.
+    ``refresh``: returns the current URLs (direct ingress: a restarted replica can listen on another port); called
+    at most once a second after a failed request, as a client-side load balancer would re-resolve."""
     import httpx
 
     log: list[tuple[float, bool, float]] = []
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    clients = [httpx.AsyncClient(base_url=u, timeout=5.0, limits=limits) for u in urls]
+    new_clients = lambda us: [httpx.AsyncClient(base_url=u, timeout=5.0, limits=limits) for u in us]  # noqa: E731
+    state = {"clients": new_clients(urls), "refreshed": 0.0}
+    every_client = list(state["clients"])
     killed = None
 
     async def one(i: int, due: float) -> None:
+        clients = state["clients"]
         try:
             r = await clients[i % len(clients)].post("/recommend", json=bodies[i % len(bodies)])
             log.append((due, r.status_code == 200, (time.perf_counter() - due) * 1e3))
         except httpx.HTTPError:
             log.append((due, False, (time.perf_counter() - due) * 1e3))
+            if refresh is not None and time.perf_counter() - state["refreshed"] > 1.0:
+                state["refreshed"] = time.perf_counter()
+                fresh = refresh() or []
+                if fresh and sorted(fresh) != sorted(str(c.base_url).rstrip("/") for c in state["clients"]):
+                    state["clients"] = new_clients(fresh)
+                    every_client.extend(state["clients"])
 
     t0, tasks = time.perf_counter() + 0.05, []
     for i in range(int(rate * seconds)):
@@ -82,7 +94,7 @@ async def minute(urls: list[str], bodies: list[dict], rate: float, seconds: floa
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         tasks.append(asyncio.create_task(one(i, due)))
     await asyncio.gather(*tasks)
-    for c in clients:
+    for c in every_client:
         await c.aclose()
     ok = np.array([x[1] for x in log])
     lat = np.array([x[2] for x in log if x[1]]) if ok.any() else np.array([np.nan])
@@ -114,7 +126,8 @@ def run_profile(cfg, name: str, rate: float, minutes: int, users: list[int], k: 
     for m in range(minutes):
         kill_at = 20.0 if m == minutes // 2 else None
         victim = "Ingress" if topology == "fused" else "Ranker"
-        row = asyncio.run(minute(urls, bodies, rate, 60.0, kill_at, victim))
+        refresh = (lambda: direct_urls(pcfg)) if ingress == "direct" else None
+        row = asyncio.run(minute(urls, bodies, rate, 60.0, kill_at, victim, refresh))
         rows.append({"minute": m + 1, **row})
         print(f"{name} minute {m + 1}: {row}", file=sys.stderr, flush=True)
         if ingress == "direct":  # a restarted replica may listen on another port
