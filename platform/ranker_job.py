@@ -170,8 +170,9 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
             parts.append(rows)
             masks.append(np.full(len(rows), train))
     feats, version = _with_features(cfg, pd.concat([p for p in parts if len(p)], ignore_index=True))
-    final = {"ctx": ctx, "queries": _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True),
-                                            r.final_queries, rng), "t_split": t_s,
+    final = {"ctx": ctx, "t_split": t_s,  # its own draw: the same test queries whatever train_on is
+             "queries": _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True), r.final_queries,
+                                np.random.default_rng(cfg.seed)),
              "n_candidate_rows": int(sum(len(p) for p in parts[1:]))}
     return feats, np.concatenate(masks), version, final
 
@@ -242,7 +243,8 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
                n_candidate_rows=final["n_candidate_rows"],
                final_seconds=round(time.perf_counter() - t1, 3))
     out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(groups[is_train]).size),
-               n_test_requests=int(pd.unique(groups[~is_train]).size), n_impressions=int(len(feats)),
+               n_test_requests=int(pd.unique(groups[~is_train]).size),
+               n_impressions=int(len(feats)) - final["n_candidate_rows"],
                dot_coverage=coverage, model_version=version, ranker_chosen=chosen, argus_features=list(r.argus_features),
                ablation=ablation, features_seconds=round(t_features, 3))
 
