@@ -137,10 +137,11 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
     test queries (``{"ctx", "queries"}``, :mod:`training.final_list`).
 
     The window ``[T, T_end)`` splits at the first test request (earliest ``ranker.train_frac`` of requests;
-    without impressions at ``train_frac`` of its time), rounded up to a snapshot ``t_s``. Rows: the logged
-    impressions, plus with ``ranker.train_on=candidates`` the served candidates of (user, snapshot) queries
-    before ``t_s`` (``final_list.candidate_rows``; at most ``ranker.candidate_queries``, sampled with the seed).
-    Without impressions the queries come from the users' events and those after ``t_s`` are the test rows.
+    without impressions at ``train_frac`` of its time) ``t``. Rows: the logged impressions, plus with
+    ``ranker.train_on=candidates`` the served candidates of (user, snapshot) queries whose label window ends by
+    ``t`` (``final_list.candidate_rows``; at most ``ranker.candidate_queries``, sampled with the seed). Without
+    impressions the queries come from the users' events and those from ``t_s`` (``t`` rounded up to a
+    snapshot) are the test rows.
     Final-list queries: snapshots from ``t_s`` with a positive event (at most ``ranker.final_queries``)."""
     from argusrank.features import vectors
     from argusrank.platform.training import final_list as fl
@@ -157,11 +158,12 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
                else split.T + int(round(r.train_frac * (split.T_end - split.T))))
     ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"))
     i = int(np.searchsorted(ctx.snaps, t_split))
-    t_s = int(ctx.snaps[i]) if i < len(ctx.snaps) else split.T_end
+    t_s = int(ctx.snaps[i]) if i < len(ctx.snaps) else split.T_end  # test queries from here
+    t_lo = int(ctx.snaps[max(int(np.searchsorted(ctx.snaps, t_split, side="right")) - 1, 0)])
     rng = np.random.default_rng(cfg.seed)
     parts, masks = [imp], [is_train]
-    if r.train_on == "candidates":
-        windows = [(split.T, t_s, True)] + ([(t_s, split.T_end, False)] if imp.empty else [])
+    if r.train_on == "candidates":  # train queries' label windows end by t_split: no test event labels them
+        windows = [(split.T, t_lo, True)] + ([(t_s, split.T_end, False)] if imp.empty else [])
         first = int(imp["request_id"].max()) + 1 if len(imp) else 0  # query ids after every request's
         for lo, hi, train in windows:
             q = _sample(fl.window_queries(ctx, lo, hi), r.candidate_queries, rng)

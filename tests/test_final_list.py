@@ -187,6 +187,7 @@ def _home(tmp_path, events: pa.Table):
 
 def test_ranker_trains_on_served_candidates_without_impressions(tmp_path):
     from argusrank.platform.config import with_overrides
+    from argusrank.platform.pipeline import demo_summary
     from argusrank.platform.ranker_job import train_rankers, training_set
 
     cfg, data = _home(tmp_path, _events(seed=5, n=900))
@@ -202,9 +203,12 @@ def test_ranker_trains_on_served_candidates_without_impressions(tmp_path):
     assert np.isfinite(feats["argus_dot"]).any()
     out = train_rankers(cfg, data)
     assert out["train_on"] == "candidates" and out["n_final_queries"] > 0
-    for key in ("final_ndcg@10", "final_ndcg@10_seen_filtered"):
+    summary = demo_summary({"ranker": out})  # what `argusrank demo --json` prints
+    for key in ("final_ndcg@10", "final_ndcg@10_seen_filtered", "final_ndcg@10_source_order"):
         assert set(out[key]) == {"popular", "tower", "nip", "merged"}
         assert all(0.0 <= v <= 1.0 for v in out[key].values()), out[key]
+        assert summary[key] == pytest.approx(out[key])
+    assert summary["train_on"] == "candidates"
 
 
 def test_candidate_rows_join_the_logged_impressions(tmp_path):
