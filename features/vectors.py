@@ -167,6 +167,14 @@ def archive_other_versions(cfg: StoreConfig, version: int) -> list[Path]:
 
 def to_matrix(values: Sequence[Any]) -> np.ndarray:
     """Feast list values (lists / arrays, None or NaN where missing) -> (N, d) float32, NaN rows where missing."""
+    values = list(values)
+    if values and all(isinstance(v, (list, np.ndarray)) for v in values):  # every row present: one numpy call
+        try:
+            out = np.asarray(values, dtype=np.float32)
+        except ValueError:  # rows of different lengths: the checked path below names the row
+            out = None
+        if out is not None and out.ndim == 2 and out.shape[1] > 0:
+            return out
     arr = pa.array(pd.Series(list(values), dtype=object), type=pa.list_(pa.float32()), from_pandas=True)
     lens = pc.fill_null(pc.list_value_length(arr), 0).to_numpy()
     d = int(lens.max()) if len(lens) else 0

@@ -328,3 +328,16 @@ def test_redis_online_store_round_trip(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_to_matrix_fast_path_equals_the_checked_path():
+    """Feast vector values -> (N, d): every row present takes one numpy call; missing rows (None / NaN) and
+    rows of different lengths take the checked path (NaN rows; ValueError naming the row)."""
+    rows = [[1.0, 2.0], np.array([3.0, 4.0], np.float32)]
+    got = vectors.to_matrix(rows)
+    assert got.dtype == np.float32 and got.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    got = vectors.to_matrix([[1.0, 2.0], None, float("nan")])
+    assert got.shape == (3, 2) and got[0].tolist() == [1.0, 2.0] and np.isnan(got[1:]).all()
+    with pytest.raises(ValueError, match="row 0 has 2 dims, others 3"):
+        vectors.to_matrix([[1.0, 2.0], [1.0, 2.0, 3.0]])
+    assert vectors.to_matrix([]).shape == (0, 0)
