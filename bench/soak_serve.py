@@ -107,6 +107,24 @@ async def minute(urls: list[str], bodies: list[dict], rate: float, seconds: floa
     return out
 
 
+def warm_up(urls: list[str], bodies: list[dict], ok_in_a_row: int = 20, timeout_s: float = 180.0) -> float:
+    """Sequential requests (spread over the URLs) until ``ok_in_a_row`` answer 200 in a row, each within 1 s:
+    the soak measures the running app, not its start (Serve reports a deployment ready before its replicas
+    have answered a request). Returns the seconds it took."""
+    import httpx
+
+    t0, streak, i = time.perf_counter(), 0, 0
+    while streak < ok_in_a_row and time.perf_counter() - t0 < timeout_s:
+        t = time.perf_counter()
+        try:
+            r = httpx.post(urls[i % len(urls)] + "/recommend", json=bodies[i % len(bodies)], timeout=10.0)
+            streak = streak + 1 if r.status_code == 200 and time.perf_counter() - t < 1.0 else 0
+        except httpx.HTTPError:
+            streak = 0
+        i += 1
+    return time.perf_counter() - t0
+
+
 def run_profile(cfg, name: str, rate: float, minutes: int, users: list[int], k: int) -> dict:
     from ray import serve
 
@@ -121,6 +139,8 @@ def run_profile(cfg, name: str, rate: float, minutes: int, users: list[int], k: 
     gc.collect()
     gc.freeze()
     bodies = [{"user_id": u, "k": k} for u in users]
+    warmup_s = warm_up(urls, bodies)
+    print(f"{name}: warm after {warmup_s:.1f} s", file=sys.stderr, flush=True)
     rss_start = replica_rss_mb(pcfg.serve.app_name)
     rows = []
     for m in range(minutes):
@@ -136,7 +156,7 @@ def run_profile(cfg, name: str, rate: float, minutes: int, users: list[int], k: 
     serve.shutdown()
     kill = next(r for r in rows if "kill_errors" in r)
     steady = [r for r in rows if "kill_errors" not in r]
-    return {"profile": name, "rate_rps": rate, "minutes": rows, "rss_start_mb": rss_start, "rss_end_mb": rss_end,
+    return {"profile": name, "rate_rps": rate, "warmup_s": round(warmup_s, 1), "minutes": rows, "rss_start_mb": rss_start, "rss_end_mb": rss_end,
             "rss_growth": rss_end / rss_start - 1 if rss_start else None,
             "steady_errors": sum(r["errors"] for r in steady), "kill_errors": kill["kill_errors"],
             "recovery_s": kill["recovery_s"]}
