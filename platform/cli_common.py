@@ -83,6 +83,8 @@ def emit(result: dict, as_json: bool, title: str) -> None:
 
         flat["candidate_recall"] = result["candidate_recall"]
         console.print(recall_table(result["candidate_recall"]))
+    # the final-list NDCG per candidate configuration (``argusrank ranker train``): {config: value} dicts
+    flat.update({k: v for k, v in result.items() if k.startswith("final_ndcg@") and isinstance(v, dict)})
     if as_json:
         typer.echo(_json.dumps(flat, default=str))
 

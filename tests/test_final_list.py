@@ -228,3 +228,16 @@ def test_candidate_rows_join_the_logged_impressions(tmp_path):
     X = ranker_features({c: feats[c].to_numpy() for c in feats.columns}, feats["ts"].to_numpy(), names)
     train_ranker(pd.DataFrame(X[is_train], columns=list(names)), feats["grade"].to_numpy()[is_train],
                  feats["request_id"].to_numpy()[is_train], n_estimators=3, max_depth=2, learning_rate=0.1, seed=0)
+
+
+def test_cli_json_keeps_the_final_list_ndcg_per_configuration(capsys):
+    """`argusrank ranker train --json`: the nested final_ndcg@10 dicts reach the JSON line (scalars did before)."""
+    import json
+
+    from argusrank.platform.cli_common import emit
+
+    emit({"uplift_rel": 0.1, "final_ndcg@10": {"nip": 0.2, "merged": 0.25},
+          "final_ndcg@10_seen_filtered": {"nip": 0.01}, "ablation": {"base": {}}}, True, "ranker")
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["uplift_rel"] == 0.1 and got["final_ndcg@10"] == {"nip": 0.2, "merged": 0.25}
+    assert got["final_ndcg@10_seen_filtered"] == {"nip": 0.01} and "ablation" not in got
