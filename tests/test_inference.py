@@ -12,8 +12,9 @@ from argusrank.platform.config import load_config
 from argusrank.platform.inference import item_vectors, user_vectors, window_arrays
 
 
-@pytest.mark.parametrize("encoder", ["simplified", "full"])
-def test_nip_query_of_the_serving_slot_equals_the_query_at_a_real_next_event(encoder):
+def _feed_events(encoder: str):
+    """A tiny model with spread-out random weights and up to 8 feed-recommendation events j (not a user's first):
+    (model, histories, j, window start = at most 20 events before j)."""
     cfg = load_config(env={}, overrides={"data.synth.n_users": 30, "data.synth.n_items": 50, "data.synth.days": 5})
     hist = build_histories(generate(cfg.data.synth, seed=0).events)
     torch.manual_seed(0)
@@ -21,11 +22,16 @@ def test_nip_query_of_the_serving_slot_equals_the_query_at_a_real_next_event(enc
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3)
-    # users whose event j (j >= 1) is a feed recommendation: the query at j sees events < j and j's context only
     feed = (hist.surface == SURFACE_CODE["feed"]) & ~hist.is_organic.astype(bool)
     j = np.flatnonzero(feed & (np.arange(hist.n_events) > hist.offsets[hist.user_index()]))[:8]
-    u = hist.user_index()[j]
-    start = np.maximum(hist.offsets[u], j - 20)
+    start = np.maximum(hist.offsets[hist.user_index()[j]], j - 20)
+    return model, hist, j, start
+
+
+@pytest.mark.parametrize("encoder", ["simplified", "full"])
+def test_nip_query_of_the_serving_slot_equals_the_query_at_a_real_next_event(encoder):
+    # users whose event j (j >= 1) is a feed recommendation: the query at j sees events < j and j's context only
+    model, hist, j, start = _feed_events(encoder)
     full = window_arrays(hist, start, j - start + 1, hist.timestamp[j], "tower", 64)  # the real event j included
     from argusrank.models.batch import SequenceBatch
 
@@ -51,17 +57,7 @@ def test_fp_features_of_the_exported_parts_equal_the_fp_head_at_a_real_next_even
     from argusrank.features.argus_features import FP_FEATURES, FP_TARGETS, argus_features
     from argusrank.models.batch import SequenceBatch
 
-    cfg = load_config(env={}, overrides={"data.synth.n_users": 30, "data.synth.n_items": 50, "data.synth.days": 5})
-    hist = build_histories(generate(cfg.data.synth, seed=0).events)
-    torch.manual_seed(0)
-    model = ArgusModel(preset("tiny", encoder=encoder)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-    feed = (hist.surface == SURFACE_CODE["feed"]) & ~hist.is_organic.astype(bool)
-    j = np.flatnonzero(feed & (np.arange(hist.n_events) > hist.offsets[hist.user_index()]))[:8]
-    u = hist.user_index()[j]
-    start = np.maximum(hist.offsets[u], j - 20)
+    model, hist, j, start = _feed_events(encoder)
     full = window_arrays(hist, start, j - start + 1, hist.timestamp[j], "tower", 64)
     with torch.no_grad():
         pred = model.fp_predictions(SequenceBatch.from_numpy(full))
