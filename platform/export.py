@@ -103,6 +103,7 @@ def _stream(ds, outs: dict[str, tuple[str, Path]], total: int, version: int, cre
     own parquet file (one progress bar); every file is renamed into place only when all are complete. Returns rows."""
     rows, writers = 0, {}
     desc = " + ".join(kind for kind, _ in outs.values())
+    id_col = f"{vectors.entity(next(iter(outs.values()))[0])}_id"  # every column of one job: the same entity
     with ExitStack() as stack, tqdm(total=total, desc=f"{desc} vectors", unit="row") as bar:
         tmps = {col: stack.enter_context(atomic_file(path)) for col, (_, path) in outs.items()}
         try:
@@ -110,11 +111,11 @@ def _stream(ds, outs: dict[str, tuple[str, Path]], total: int, version: int, cre
                 ts = b["as_of"] if event_ts is None else event_ts
                 for col, (kind, _) in outs.items():
                     vecs = np.stack(b[col]) if b[col].dtype == object else b[col]
-                    t = vectors.vector_table(kind, b[f"{vectors.entity(kind)}_id"], vecs, version, ts, created)
+                    t = vectors.vector_table(kind, b[id_col], vecs, version, ts, created)
                     writers[col] = writers.get(col) or pq.ParquetWriter(tmps[col], t.schema)
                     writers[col].write_table(t)
-                rows += len(b[f"{vectors.entity(kind)}_id"])
-                bar.update(len(b[f"{vectors.entity(kind)}_id"]))
+                rows += len(b[id_col])
+                bar.update(len(b[id_col]))
         finally:
             for w in writers.values():
                 w.close()
