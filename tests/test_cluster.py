@@ -1,5 +1,6 @@
 """argusrank on a real two-node Ray cluster (``ray.address``): Ray Train places workers on both nodes, and the
-results equal a run on a plain local Ray with the same seed and worker count.
+results equal a run on a plain local Ray with the same seed and worker count (the shared job of tests/train_jobs.py,
+whose local run the fault test also compares against).
 
 The cluster is two ``ray start`` nodes on this machine (1 CPU and its own object store each; tests/ray_cluster.py),
 stopped by PID at the end, never with ``ray stop``.
@@ -12,7 +13,7 @@ from argusrank.platform.config import load_config
 
 pytestmark = pytest.mark.ray
 
-#: the smallest data -> pretrain that still gives each of 2 workers rows (tiny preset, one short epoch)
+#: a small pre-training config (the fingerprint test below)
 SETS = {"model.preset": "tiny", "train.num_workers": 2, "train.epochs": 1, "train.batch_size": 16,
         "train.warmup_steps": 2, "train.show_progress": False, "data.max_len": 32, "data.test_days": 3,
         "data.synth.n_users": 120, "data.synth.n_items": 80, "data.synth.days": 14, "data.synth.organic_per_user": 20,
@@ -38,13 +39,17 @@ def test_ray_address_comes_from_the_config_or_ray_address_env(tmp_path):
     assert fp != fingerprint(make_cfg(tmp_path), tmp_path, "finetune")
 
 
-def _pretrain(cfg) -> dict:
+def _pretrain_on(address: str, home, data) -> dict:
+    """tests/train_jobs.py's job run from this process against the cluster at ``address`` (``ray.address``)."""
     import ray
 
-    from argusrank.platform.pipeline import run_pipeline
+    from argusrank.platform.config import load_config
+    from argusrank.platform.training.jobs import run_pretrain
+    from train_jobs import job_overrides, job_result
 
     try:
-        out = run_pipeline(cfg, ("data", "pretrain"))
+        out = job_result(run_pretrain(load_config(None, {**job_overrides(home), "ray.address": address}, env={}),
+                                      data, register=False))
         assert ray.is_initialized()
         out["cluster_resources"] = ray.cluster_resources()
         out["alive_nodes"] = sum(n["Alive"] for n in ray.nodes())
@@ -54,7 +59,10 @@ def _pretrain(cfg) -> dict:
         ray.shutdown()
 
 
-def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatch):
+def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatch, small_planted,
+                                                            uninterrupted_pretrain):
+    """The shared pre-training job (2 workers, tests/train_jobs.py) on a two-node cluster: one worker per node, and
+    the history and metrics of the same job run on a plain local Ray (the fault test's reference run)."""
     import ray
     from ray.util.state import list_actors, list_nodes
 
@@ -63,13 +71,12 @@ def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatc
     if ray.is_initialized():
         pytest.fail("a Ray runtime is already initialized in this process: the test must connect through ray.address")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    mlflow_db = f"sqlite:///{tmp_path / 'mlflow.db'}"  # one MLflow store for both runs (created once)
     try:
         cluster = start_cluster(nodes=2, cpus_per_node=1, env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"})
     except ClusterUnavailable as exc:
         pytest.skip(f"cannot start a two-node Ray cluster with `ray start` here: {exc}")
     try:
-        on_cluster = _pretrain(make_cfg(tmp_path / "cluster", cluster.address, mlflow_db))
+        on_cluster = _pretrain_on(cluster.address, tmp_path / "cluster", small_planted)
         nodes = {n.node_id for n in list_nodes(address=cluster.dashboard) if n.state == "ALIVE"}
         workers = [a for a in list_actors(address=cluster.dashboard, detail=True, limit=1000)
                    if "RayTrainWorker" in (a.class_name or "")]
@@ -82,15 +89,12 @@ def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatc
     assert len(nodes) == 2
     assert len(workers) == 2 and {a.node_id for a in workers} == nodes, [(a.class_name, a.node_id) for a in workers]
 
-    local = _pretrain(make_cfg(tmp_path / "local", None, mlflow_db))
-    assert local["alive_nodes"] == 1 and local["gcs_address"] != on_cluster["gcs_address"]  # a plain local Ray
-    assert on_cluster["data"]["n_events"] == local["data"]["n_events"] > 0
-    c, lo = on_cluster["pretrain"], local["pretrain"]
-    assert c["final"] and lo["final"] and (c["model_version"], lo["model_version"]) == (1, 2)
-    assert len(c["history"]) == len(lo["history"]) == 1
-    for hc, hl in zip(c["history"], lo["history"]):
+    local = uninterrupted_pretrain  # the same job on a plain local Ray, in its own process
+    assert on_cluster["final"] and local["final"]
+    assert len(on_cluster["history"]) == len(local["history"]) == 2
+    for hc, hl in zip(on_cluster["history"], local["history"]):
         assert hc == pytest.approx(hl, rel=1e-6)
-    numeric = {k: v for k, v in lo["metrics"].items() if isinstance(v, (int, float))}
-    assert {k: c["metrics"][k] for k in numeric} == pytest.approx(numeric, rel=1e-6)
+    numeric = {k: v for k, v in local["metrics"].items() if isinstance(v, (int, float))}
+    assert {k: on_cluster["metrics"][k] for k in numeric} == pytest.approx(numeric, rel=1e-6)
     assert "ndcg@10" in numeric and "nip_loss" in numeric
-    assert c["metrics"]["n_targets"] > 0 and c["history"][0]["loss"] > 0
+    assert on_cluster["metrics"]["n_targets"] > 0 and on_cluster["history"][0]["loss"] > 0
