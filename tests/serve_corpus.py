@@ -1,10 +1,12 @@
-"""Hostile requests every serving profile must answer with a 4xx naming the field (tests/test_serve_app.py)."""
+"""Hostile requests every serving profile must answer with a 4xx naming the field, and how two answers compare
+(tests/test_serve_app.py, tests/test_demo.py)."""
 from __future__ import annotations
 
 import json
 import threading
 
 import httpx
+import numpy as np
 
 BIG = 2**63
 #: (path, raw body, allowed status codes, text the answer must contain)
@@ -56,3 +58,14 @@ def check_bad_requests(client: httpx.Client, valid: dict, rounds: int = 3) -> No
         stop.set()
         t.join()
     assert codes and all(c == 200 for c in codes), codes
+
+
+def answer_items(resp: dict) -> list[tuple[int, float]]:
+    """(item_id, score) of a /recommend or /rank answer, in its order."""
+    return [(it["item_id"], it["score"]) for it in resp["items"]]
+
+
+def assert_same_answer(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    """Same items in the same order, scores equal to float tolerance."""
+    assert [i for i, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-5)

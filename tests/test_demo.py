@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from browser import rendered_figures
+from serve_corpus import answer_items, assert_same_answer, check_bad_requests
 
 pytestmark = pytest.mark.ray
 
@@ -125,8 +126,8 @@ def _free_port() -> int:
 
 
 def test_serve_cli_direct_ingress_answers_and_stops_on_repeated_sigterm(demo_run, tmp_path):
-    """`argusrank serve` on what the demo registered, fused + direct ingress: the printed replica URL answers,
-    the proxy too; two SIGTERMs (a supervisor and `timeout` both signalling) still stop it cleanly."""
+    """`argusrank serve` on what the demo registered, fused + direct ingress: the printed replica URL answers like
+    the proxy and like the in-process pipeline, hostile requests get their 4xx; two SIGTERMs (a supervisor and `timeout` both signalling) still stop it cleanly."""
     home, out = demo_run
     assert out.returncode == 0, out.stderr[-4000:]
     port, direct = _free_port(), _free_port()
@@ -145,16 +146,25 @@ def test_serve_cli_direct_ingress_answers_and_stops_on_repeated_sigterm(demo_run
         # the first free port from serve.direct_port on (Ray's own processes may take the one picked here first)
         got = int(url.rsplit(":", 1)[1])
         assert url.startswith("http://127.0.0.1:") and direct <= got < direct + 64 and got != port
-        body = {"user_id": 0, "k": 5}
+        # the replica (direct) and the proxy answer alike, and like the whole path run in this process
+        from argusrank.features import store
+        from argusrank.platform.config import load_config
+        from argusrank.platform.serving.flow import InProcessPipeline
+
+        cfg = load_config(env={}, overrides={"paths.home": str(home)})
+        pipe, as_of = InProcessPipeline(cfg), float(time.time())
+        body = {"user_id": 0, "k": 5, "as_of": as_of}
         a = httpx.post(f"{url}/recommend", json=body, timeout=30)
         b = httpx.post(f"http://127.0.0.1:{port}/recommend", json=body, timeout=30)
         assert a.status_code == b.status_code == 200
         assert a.json()["items"] == b.json()["items"] and len(a.json()["items"]) == 5
+        assert_same_answer(answer_items(a.json()), answer_items(pipe.recommend(0, 5, as_of=as_of)))
+        given = list(range(1, 13))
+        ranked = httpx.post(f"{url}/rank", json={"user_id": 1, "item_ids": given, "as_of": as_of}, timeout=30)
+        assert_same_answer(answer_items(ranked.json()), answer_items(pipe.rank(1, given, as_of=as_of)))
+        with httpx.Client(base_url=url, timeout=30) as direct:  # hostile requests: 4xx naming the field
+            check_bad_requests(direct, {"user_id": 1, "k": 5}, rounds=1)
         # POST /events: the valid event is kept (and moves user 0's vector in the online store), the bad one named
-        from argusrank.features import store
-        from argusrank.platform.config import load_config
-
-        cfg = load_config(env={}, overrides={"paths.home": str(home)})
         before = store.read_user_vectors(cfg, [0])[0]
         t = int(json.loads((home / "data" / "synth" / "metadata.json").read_text())["max_timestamp"]) + 60
         events = {"events": [{"user_id": 0, "item_id": 3, "timestamp": t, "played_ratio": 1.0, "liked": True},

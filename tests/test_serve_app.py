@@ -12,6 +12,8 @@ import time
 from collections import Counter
 
 import httpx
+from serve_corpus import answer_items as _items
+from serve_corpus import assert_same_answer as _assert_same
 from serve_corpus import check_bad_requests
 import numpy as np
 import pandas as pd
@@ -172,15 +174,6 @@ def reference_recommend(pipeline, user: int, k: int, ranker_version: int, exclud
     ok = ~np.isin(items, list(exclude))
     cand = items[ok][np.argsort(-dots[ok], kind="stable")[:N_CAND]]
     return reference_rank(pipeline, user, cand, k, ranker_version)
-
-
-def _items(resp) -> list[tuple[int, float]]:
-    return [(it["item_id"], it["score"]) for it in resp["items"]]
-
-
-def _assert_same(got, want):
-    assert [i for i, _ in got] == [i for i, _ in want]
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("path", ["cached_items", "feast_batched"])
@@ -391,42 +384,3 @@ def test_direct_ingress_config_sets_serve_flags_on_controller_and_ingress_only()
     assert "controller_options" not in serve_config(proxy)  # proxy: Serve as shipped
     with pytest.raises(ValueError, match="direct_port"):
         load_config(overrides={"serve.port": 9000, "serve.direct_port": 9000}, env={})
-
-
-def test_fused_direct_ingress_answers_like_the_pipeline_with_and_without_the_proxy(app, pipeline):
-    """serve.topology=fused (the three classes inside the Ingress, no hops) with serve.ingress=direct: the Ingress
-    replica serves HTTP itself (no proxy hop) and the proxy keeps serve.port; both answer /recommend and /rank like
-    the in-process pipeline, with the same 4xx. Restarts Serve (the flags apply when Serve starts), so it runs last
-    in this module."""
-    from ray import serve
-
-    from argusrank.platform.serving.run import direct_urls, start_serving
-    from argusrank.platform.serving.flow import InProcessPipeline
-
-    cfg = pipeline["cfg"]
-    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={
-        "topology": "fused", "ingress": "direct", "direct_port": _free_port()})})
-    serve.shutdown()
-    start_serving(cfg, blocking=False)
-    (url,) = direct_urls(cfg)
-    assert url != f"http://{cfg.serve.host}:{cfg.serve.port}"
-    pipe = InProcessPipeline(cfg)
-    user = int(pipeline["users"][1])
-    with httpx.Client(base_url=url, timeout=30) as direct:
-        v = direct.get("/version").json()
-        assert v["topology"] == "fused" and v["model_versions"] == pipe.state.bundle.as_dict()
-        _assert_same(_items(direct.post("/recommend", json={"user_id": user, "k": 10}).json()),
-                     _items(pipe.recommend(user, 10)))
-        bad = direct.post("/recommend", json={"user_id": user, "k": 0})
-        assert bad.status_code == 422 and "k" in bad.text
-        assert direct.post("/rank", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
-        check_bad_requests(direct, {"user_id": user, "k": 5}, rounds=1)
-        given = pipeline["items"][:12].tolist()
-        _assert_same(_items(direct.post("/rank", json={"user_id": user, "item_ids": given}).json()),
-                     _items(pipe.rank(user, given)))
-    # the proxy still answers on serve.port, from the same fused replica
-    assert app.get("/version").json()["topology"] == "fused"
-    for u in pipeline["users"][:3].tolist():
-        _assert_same(_items(app.post("/recommend", json={"user_id": u, "k": 10}).json()), _items(pipe.recommend(u, 10)))
-    assert app.post("/recommend", json={"user_id": 1, "k": 0}).status_code == 422
-    check_bad_requests(app, {"user_id": user, "k": 5}, rounds=1)
