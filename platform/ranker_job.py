@@ -267,6 +267,7 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
             example = pd.DataFrame(ranker_features(raw, ts, sets[name])[:3], columns=list(sets[name]))
             info = mlflow.xgboost.log_model(
                 models[name], name=f"ranker_{name}", input_example=example,
+                pip_requirements=registry.pinned(*registry.RANKER_REQUIREMENTS),
                 registered_model_name=cfg.mlflow.ranker_model_name if name == chosen else None,
             )
             if name == chosen:

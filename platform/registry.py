@@ -54,6 +54,18 @@ def resolve(cfg: ArgusrankConfig, name: str, alias_or_version: str | int) -> Mod
                           "(train, or promote, first)") from exc
 
 
+def pinned(*distributions: str) -> list[str]:
+    """``name==installed version`` per distribution: a logged model's pip requirements, given explicitly (MLflow
+    would otherwise infer them by importing the model in a subprocess: ~5 s per logged model here)."""
+    from importlib.metadata import version
+
+    return [f"{d}=={version(d).split('+')[0]}" for d in distributions]
+
+
+#: what a logged XGBoost ranker needs to load (mlflow.xgboost loads the scikit-learn wrapper class)
+RANKER_REQUIREMENTS = ("mlflow", "xgboost", "scikit-learn", "scipy", "numpy", "pandas")
+
+
 def _signature(dim: int) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([ColSpec("long", "item_id")]),
@@ -85,7 +97,7 @@ def log_argus_model(
             artifacts={"state_dict": str(sd_path), "config": str(conf_path)},
             signature=_signature(dim),
             input_example=pd.DataFrame({"item_id": np.arange(1, 4, dtype=np.int64)}),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
+            pip_requirements=pinned("torch", "mlflow", "numpy", "pandas"),
             registered_model_name=cfg.mlflow.argus_model_name if register else None,
         )
     if not register:

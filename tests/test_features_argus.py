@@ -92,8 +92,10 @@ def _register(cfg, names, seed: int, tag: bool = True, booster_names=None) -> in
     y = rng.integers(0, 4, 200)
     model = xgb.XGBRanker(n_estimators=8, max_depth=3, n_jobs=1, random_state=seed).fit(
         X, y, qid=np.repeat(np.arange(20), 10))
+    from argusrank.platform.registry import RANKER_REQUIREMENTS, pinned
     with start_run(cfg, "test-ranker"):
-        info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name)
+        info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name,
+                                        pip_requirements=pinned(*RANKER_REQUIREMENTS))  # not inferred (~5 s)
     v = int(info.registered_model_version)
     publish_ranker(cfg, v, 1, "champion", features=tuple(names) if tag else None)
     return v

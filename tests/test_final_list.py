@@ -4,6 +4,7 @@ and the ranker job end to end on a log without impressions (ML-100K's shape)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,6 +210,13 @@ def test_ranker_trains_on_served_candidates_without_impressions(tmp_path):
         assert all(0.0 <= v <= 1.0 for v in out[key].values()), out[key]
         assert summary[key] == pytest.approx(out[key])
     assert summary["train_on"] == "candidates"
+    # the registered ranker carries its pip requirements, pinned to what trained it (not inferred by MLflow)
+    import mlflow.pyfunc
+    import xgboost
+
+    mlflow.set_registry_uri(cfg.tracking_uri)
+    reqs = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{cfg.mlflow.ranker_model_name}/{out['ranker_version']}"))
+    assert f"xgboost=={xgboost.__version__}" in reqs.read_text().split()
 
 
 def test_candidate_rows_join_the_logged_impressions(tmp_path):
