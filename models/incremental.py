@@ -103,17 +103,24 @@ def _device(model) -> torch.device:
 
 
 # ---------------------------------------------------------------- the encoder step
-def _event_tokens(model, t: dict[str, torch.Tensor], prev_ts: torch.Tensor | None = None):
-    """(B, L) event tensors -> (encoder tokens (B, L * tpe, D), event tokens ctx + item + fb (B, L, D)).
-    ``prev_ts`` (B,) timestamp of the event before column 0 (-1: none) for the time-gap context."""
+def _context_tokens(model, t: dict[str, torch.Tensor], prev_ts: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L, D) context tokens of (B, L) event tensors; ``prev_ts`` (B,) timestamp of the event before column 0
+    (-1: none) for the time-gap context, exactly as the full pass sees it."""
     ts = t["timestamp"]
     first = prev_ts is None or bool((prev_ts < 0).any())
     ctx = model.context_emb(t["surface"], t["is_organic"], ts) if first else None  # column 0: gap bucket 0
-    if prev_ts is not None:  # the gap to the previous (cached) event, exactly as the full pass sees it
+    if prev_ts is not None:  # the gap to the previous (cached) event
         two = lambda x, fill: torch.cat([torch.full_like(x[:, :1], fill), x], 1)  # noqa: E731
         ctx2 = model.context_emb(two(t["surface"], 0), two(t["is_organic"], False),
                                  torch.cat([prev_ts.clamp(min=0)[:, None], ts], 1))[:, 1:]
         ctx = ctx2 if ctx is None else torch.where((prev_ts >= 0)[:, None, None], ctx2, ctx)
+    return ctx
+
+
+def _event_tokens(model, t: dict[str, torch.Tensor], prev_ts: torch.Tensor | None = None):
+    """(B, L) event tensors -> (encoder tokens (B, L * tpe, D), event tokens ctx + item + fb (B, L, D)).
+    ``prev_ts`` as in :func:`_context_tokens`."""
+    ctx = _context_tokens(model, t, prev_ts)
     item = model.item_emb(t["item_id"])
     fb = model.feedback_emb(t["played_ratio"], t["liked"], t["disliked"], item)
     tok = ctx + item + fb

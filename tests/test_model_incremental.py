@@ -156,3 +156,55 @@ def test_event_conversion_and_errors():
         inc.init_state(ArgusModel(sasrec_config(preset("tiny"))).eval(), h)
     with pytest.raises(ValueError, match="eval"):
         inc.init_state(m.train(), h)
+
+
+def _nip_reference(m, rows, as_of, surface):
+    """The export's NIP query (platform/inference.py): one full pass over each window (its last max_len - 1 events
+    when full) + a placeholder event in the serving context at as_of, the query read at that slot."""
+    from argusrank.platform.inference import SERVING_ORGANIC
+
+    ml = m.cfg.max_len
+    slot = {"item_id": 0, "timestamp": 0, "is_organic": SERVING_ORGANIC, "surface": surface, "played_ratio": np.nan,
+            "liked": np.nan, "disliked": np.nan}
+    full_rows = []
+    for r, t in zip(rows, as_of):
+        keep = {k: v[-(ml - 1):] if len(v) >= ml else v for k, v in r.items()}
+        full_rows.append({k: np.concatenate([keep[k], np.array([t if k == "timestamp" else slot[k]],
+                                                                dtype=r[k].dtype)]) for k in inc.EVENT_FIELDS})
+    L = max(len(r["timestamp"]) for r in full_rows)
+    pad = {"item_id": 0, "timestamp": 0, "is_organic": False, "surface": 0, "played_ratio": np.nan,
+           "liked": np.nan, "disliked": np.nan}
+    a = {k: np.stack([np.concatenate([r[k], np.full(L - len(r[k]), pad[k], r[k].dtype)]) for r in full_rows])
+         for k in pad}
+    n = np.array([len(r["timestamp"]) for r in full_rows])
+    a["valid"], a["target_mask"] = np.arange(L)[None, :] < n[:, None], np.zeros((len(n), L), bool)
+    with torch.no_grad():
+        q = m.nip_queries(SequenceBatch.from_numpy(a))
+    return q[torch.arange(len(n)), torch.as_tensor(n - 1)].numpy()
+
+
+@pytest.mark.parametrize("encoder, kw", [("simplified", {}), ("full", {}), ("full", {"positions": "rotary"}),
+                                         ("hstu", {})], ids=["simplified", "full", "full-rotary", "hstu"])
+def test_fresh_nip_queries_equal_the_exports_query_and_leave_the_states_alone(encoder, kw):
+    from argusrank.models.incremental_nip import nip_queries
+    from argusrank.platform.inference import SERVING_SURFACE
+
+    ml = 16
+    m = _model(encoder=encoder, max_len=ml, **kw)
+    hs = [_history(24, seed=30 + u) for u in range(4)]
+    n0 = [3, 9, 15, 16]  # short, longer, one below a full window, a full window (the slot evicts its oldest)
+    states = [inc.init_state(m, _cut(h, 0, n)) for h, n in zip(hs, n0)]
+    last = np.array([int(h["timestamp"][n - 1]) for h, n in zip(hs, n0)])
+    as_of = last + np.array([0, 60, 3600, 86400 * 3])  # right after the last event .. days later
+    before = inc.user_vectors(m, states)
+    got = nip_queries(m, states, as_of, SERVING_SURFACE)
+    want = _nip_reference(m, [_cut(h, 0, n) for h, n in zip(hs, n0)], as_of, SERVING_SURFACE)
+    assert got.shape == want.shape and np.abs(got - want).max() < TOL
+    assert np.abs(got - nip_queries(m, states, as_of + 7 * 86400, SERVING_SURFACE)).max() > 1e-4  # as_of matters
+    # the slot is not kept: vectors and later appends are those of states that never saw it
+    assert np.abs(inc.user_vectors(m, states) - before).max() == 0
+    states = inc.append_batch(m, states, [_event(h, n) for h, n in zip(hs, n0)])
+    want = _full(m, [_cut(h, max(0, n + 1 - ml), n + 1) for h, n in zip(hs, n0)])
+    assert np.abs(inc.user_vectors(m, states) - want).max() < TOL
+    with pytest.raises(ValueError, match="before the window's last event"):
+        nip_queries(m, states[:1], np.array([0]), SERVING_SURFACE)
