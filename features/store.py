@@ -201,18 +201,21 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
 
 # --- online reads --------------------------------------------------------------------------
 
-_USER_VIEW_WRITERS: dict[int, tuple[Any, Any]] = {}
+_USER_VIEW_WRITERS: dict[tuple[int, str], tuple[Any, Any]] = {}
 
 
-def push_user_vectors(cfg: StoreConfig, table: pa.Table, via_push: bool = False) -> None:
+def push_user_vectors(cfg: StoreConfig, table: pa.Table, via_push: bool = False, kind: str = "user") -> None:
     """Write user vectors (``vectors.vector_table("user", ...)`` rows) to the online store now: the next online
     read sees them. A row replaces the user's older vector.
 
     Default: the user-vector view is resolved once per process and the rows go to the provider's
     ``online_write_batch``, the call Feast's ``push`` ends in (~5 ms per call here). ``via_push=True`` takes
     ``FeatureStore.push`` through the view's push source, which re-reads every feature view from the
-    registry on each call (~30-50 ms per call here: bench/README.md, fresh vectors)."""
+    registry on each call (~30-50 ms per call here: bench/README.md, fresh vectors). ``kind``: the user-vector
+    space (``user``; ``user_nip``: NIP queries, written the default way only: their view has no push source)."""
     fs = get_store(cfg)
+    if via_push and kind != "user":
+        raise ValueError(f"push_user_vectors: only the user view has a push source, not {kind!r}")
     if via_push:
         from feast.data_source import PushMode
 
@@ -221,9 +224,9 @@ def push_user_vectors(cfg: StoreConfig, table: pa.Table, via_push: bool = False)
     from feast import ValueType
     from feast.utils import _convert_arrow_to_proto
 
-    if id(fs) not in _USER_VIEW_WRITERS:
-        _USER_VIEW_WRITERS[id(fs)] = (fs.get_feature_view(VIEW_OF["user"]), fs._get_provider())
-    view, provider = _USER_VIEW_WRITERS[id(fs)]
+    if (id(fs), kind) not in _USER_VIEW_WRITERS:
+        _USER_VIEW_WRITERS[(id(fs), kind)] = (fs.get_feature_view(VIEW_OF[kind]), fs._get_provider())
+    view, provider = _USER_VIEW_WRITERS[(id(fs), kind)]
     rows = _convert_arrow_to_proto(table.combine_chunks(), view, {"user_id": ValueType.INT64})
     provider.online_write_batch(fs.config, view, rows, None)
 

@@ -136,6 +136,9 @@ class ServeConfig(Section):
     # fresh_keep share of it in one full pass, then steps again: one full pass per (1 - share) * max_len events
     # instead of one per event; a fresh vector is then a full pass over the user's last share*max_len..max_len events
     fresh_keep: float = Field(0.5, gt=0, le=1)
+    # fresh vectors: each accepted event also moves the user's NIP query (the NIP-ANN candidates' user row) for a
+    # feed request right after the event, not only the tower vector (argus_dot); false: the NIP row stays daily
+    fresh_nip: bool = True
     max_body_bytes: int = Field(262_144, ge=1024)  # larger request bodies get 413
     batch_max_size: int = Field(16, ge=1)  # @serve.batch of CandidateGenerator and Ranker
     batch_wait_timeout_s: float = Field(0.0, ge=0)  # 0: batch only what is already queued (no added latency)

@@ -47,8 +47,9 @@ def served(tmp_path_factory):
     return {"cfg": cfg, "model": model, "version": version, "hist": hist, "end": end, "items": items}
 
 
-def _full_pass(served, user: int, new: list[dict]) -> np.ndarray:
-    """Reference: the user's offline events plus ``new``, one causal pass over the last max_len."""
+def _full_pass(served, user: int, new: list[dict], space: str = "tower") -> np.ndarray:
+    """Reference: the user's offline events plus ``new``, one causal pass over the last max_len (``nip``: the
+    export's query for a feed request at the last event's time)."""
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
     from argusrank.features.online_events import validate_events
@@ -59,7 +60,8 @@ def _full_pass(served, user: int, new: list[dict]) -> np.ndarray:
     hist = build_histories(pa.concat_tables([ev, validate_events(new)[0]]))
     L = served["model"].cfg.max_len
     start = np.maximum(hist.offsets[:1], hist.offsets[1:] - L)
-    return user_vectors(served["model"], window_arrays(hist, start, hist.offsets[1:] - start, None, "tower", L), "tower")[0]
+    as_of = hist.timestamp[-1:].astype(np.int64)
+    return user_vectors(served["model"], window_arrays(hist, start, hist.offsets[1:] - start, as_of, space, L), space)[0]
 
 
 def test_ingested_events_move_the_online_vector_to_a_full_pass(served):
@@ -82,6 +84,10 @@ def test_ingested_events_move_the_online_vector_to_a_full_pass(served):
     want = _full_pass(served, user, first[:1])
     np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-5)
     assert ver.tolist() == [served["version"]] and not np.allclose(got[0], before[0])
+    # the NIP-ANN candidates' user row moved too: the export's query for a feed request right after the event
+    nip, nip_ver = store.read_user_spaces(cfg, [user], ("nip",))["nip"]
+    np.testing.assert_allclose(nip[0], _full_pass(served, user, first[:1], "nip"), rtol=1e-4, atol=1e-5)
+    assert nip_ver.tolist() == [served["version"]]
     second = [{"user_id": user, "item_id": int(served["items"][9]), "timestamp": t + 30, "is_organic": False,
                "surface": "feed", "played_ratio": 0.1}]
     fresh.ingest(second)  # the cached window plus the new event
@@ -101,6 +107,8 @@ def test_ingested_events_move_the_online_vector_to_a_full_pass(served):
     np.testing.assert_allclose(got[0], _full_pass(served, user, first[:1] + second + [batch[2], batch[0]]),
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got[1], _full_pass(served, other, o1 + [batch[1]]), rtol=1e-4, atol=1e-5)
+    nip = store.read_user_spaces(cfg, [user, other], ("nip",))["nip"][0]
+    np.testing.assert_allclose(nip[1], _full_pass(served, other, o1 + [batch[1]], "nip"), rtol=1e-4, atol=1e-5)
     # durable: another process (a restarted replica) finds every accepted event in the log
     logged = OnlineEventLog(cfg.paths.home / "online" / "events.db").user_events(user)
     assert logged["timestamp"].to_pylist() == [t, t + 30, t + 60, t + 90]

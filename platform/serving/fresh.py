@@ -14,7 +14,9 @@
    both equal a full pass over the same history;
 4. push the vectors to the Feast ``user_vectors`` view (push source) with their model version and
    the user's latest event time: the next ``/recommend`` or ``/rank`` (and a ranking service's Feast
-   read) uses them. The version is the served bundle's, so the version guard still holds: when the
+   read) uses them. With ``serve.fresh_nip`` (default) the user's NIP query moves too
+   (``models/incremental_nip.py``: the query for a feed request at the latest event's time, one token
+   against the same cache), written to ``user_nip_vectors``: the NIP-ANN candidates follow the new event. The version is the served bundle's, so the version guard still holds: when the
    ``champion`` alias moves, the states are dropped and vectors of the new version are computed.
 """
 from __future__ import annotations
@@ -98,9 +100,18 @@ class FreshVectors:
         while len(self.states) > self.cache_users:
             self.states.popitem(last=False)
         latest = np.asarray([int(s.last_timestamp) for s in states], dtype=np.int64)
+        now = time.time()
         table = vectors.vector_table("user", users, incremental.user_vectors(self.model, states),
-                                     self.bundle.argus_version, latest, time.time())
+                                     self.bundle.argus_version, latest, now)
         store.push_user_vectors(self.cfg, table)
+        if self.cfg.serve.fresh_nip:  # the NIP-ANN candidates' user row: the query for a feed request right after
+            from argusrank.models.incremental_nip import nip_queries
+            from argusrank.platform.inference import SERVING_ORGANIC, SERVING_SURFACE
+
+            queries = nip_queries(self.model, states, latest, SERVING_SURFACE, SERVING_ORGANIC)
+            store.push_user_vectors(self.cfg, vectors.vector_table("user_nip", users, queries,
+                                                                   self.bundle.argus_version, latest, now),
+                                    kind="user_nip")
         return [{"user_id": int(u), "event_timestamp": int(t), "model_version": self.bundle.argus_version}
                 for u, t in zip(users, latest)]
 
