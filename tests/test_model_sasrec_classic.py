@@ -118,3 +118,15 @@ def test_trimmed_and_bucketed_batches_keep_rows_and_outputs():
     assert L <= 10
     with torch.no_grad():
         assert torch.allclose(m.nip_queries(full)[:, :L][cut.valid], m.nip_queries(cut)[cut.valid], atol=1e-5)
+
+
+def test_candidate_recall_applies_to_models_with_tower_and_nip_spaces_only():
+    """`argusrank quality --model sasrec-classic --protocol temporal` skips the candidate-recall stage (it has no
+    tower or NIP space; it crashed there), ARGUS and its same-code ablation run it."""
+    from argusrank.models.argus import ArgusModel
+    from argusrank.models.config import preset, sasrec_config
+    from argusrank.platform.training.candidate_recall import has_candidate_spaces
+
+    assert not has_candidate_spaces(SASRecClassic(SASRecClassicConfig(n_items=20, max_len=8)))
+    assert has_candidate_spaces(ArgusModel(preset("tiny")))
+    assert has_candidate_spaces(ArgusModel(sasrec_config(preset("tiny"))))

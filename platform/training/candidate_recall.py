@@ -180,6 +180,12 @@ def merged_list(lists: dict[tuple[str, bool], np.ndarray], merge: list[dict], n_
     return merge_candidates([lists[(src["source"], filtered)] for src in merge], [int(src["k"]) for src in merge], n_items)
 
 
+def has_candidate_spaces(model) -> bool:
+    """Whether ``model`` has the tower and NIP spaces candidates are generated from (ARGUS and its same-code
+    ablation; not ``sasrec-classic``, one item table scored by a dot product with no towers or NIP head)."""
+    return all(hasattr(model, m) for m in ("item_vectors", "nip_item_embeddings", "nip_queries"))
+
+
 def candidate_recall(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None, version: int | None = None,
                      sources: list[dict] | None = None, ks: tuple[int, ...] = KS, chunk: int = 256,
                      more_merges: dict[str, list[dict]] | None = None) -> dict[str, Any]:

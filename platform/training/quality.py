@@ -137,9 +137,10 @@ def run_quality(
     out.setdefault("ndcg@10", math.nan)
     out.setdefault("hr@10", math.nan)
     if protocol == "temporal" and res.get("model") is not None:  # candidate sources on the same split
-        from argusrank.platform.training.candidate_recall import candidate_recall
+        from argusrank.platform.training.candidate_recall import candidate_recall, has_candidate_spaces
 
-        out["candidate_recall"] = candidate_recall(qcfg, data, model=res["model"])
+        if has_candidate_spaces(res["model"]):  # sasrec-classic has no tower / NIP space to generate from
+            out["candidate_recall"] = candidate_recall(qcfg, data, model=res["model"])
     return out
 
 
