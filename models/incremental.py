@@ -210,6 +210,19 @@ def _reserve(model, s: IncrementalUserState, n_events: int) -> None:
     s.kv, s.tok_ts, s.events = kv, tok_ts, events
 
 
+def batched_cache(model, states: list[IncrementalUserState], extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of the states' cached keys / values and token times, stacked for one batched step with room for
+    ``extra`` new tokens per row: ((n_layers, 2, B, H, C, dh), (B, C))."""
+    tpe, dev = _tpe(model), _device(model)
+    C = max(s.n_events for s in states) * tpe + extra
+    kv = torch.zeros(_kv_shape(model, len(states), C), dtype=states[0].kv.dtype, device=dev)
+    tok_ts = torch.zeros(len(states), C, dtype=torch.long, device=dev)
+    for b, s in enumerate(states):
+        n = s.n_events * tpe
+        kv[:, :, b, :, :n], tok_ts[b, :n] = s.kv[..., :n, :], s.tok_ts[:n]
+    return kv, tok_ts
+
+
 # ---------------------------------------------------------------- public API
 def _rows(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """gather_windows arrays (B, L) or one row (L,) -> ((B, L) arrays, (B,) valid lengths)."""
@@ -303,12 +316,7 @@ def append_batch(model, states: list[IncrementalUserState], events: list[dict],
         if B == 1:  # attend over the user's own buffers (no copy)
             kv, tok_ts = st[0].kv.unsqueeze(2), st[0].tok_ts.unsqueeze(0)
         else:
-            C = int(past.max()) + tpe
-            kv = torch.zeros(_kv_shape(model, B, C), dtype=st[0].kv.dtype, device=dev)
-            tok_ts = torch.zeros(B, C, dtype=torch.long, device=dev)
-            for b, s in enumerate(st):
-                n = s.n_events * tpe
-                kv[:, :, b, :, :n], tok_ts[b, :n] = s.kv[..., :n, :], s.tok_ts[:n]
+            kv, tok_ts = batched_cache(model, st, tpe)
         t = _tensors({k: np.concatenate([r[k] for r in rw])[:, None] for k in EVENT_FIELDS}, dev)
         prev = torch.tensor([s.last_timestamp if s.n_events else -1 for s in st], dtype=torch.long, device=dev)
         x, tok = _event_tokens(model, t, prev)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .batch import SequenceBatch
-from .incremental import (EVENT_FIELDS, IncrementalUserState, _check, _context_tokens, _device, _encode, _kv_shape,
-                          _tensors, _tpe)
+from .incremental import (EVENT_FIELDS, IncrementalUserState, _check, _context_tokens, _device, _encode, _tensors,
+                          _tpe, batched_cache)
 
 
 def _slot_rows(as_of: np.ndarray, surface: int, is_organic: bool) -> dict[str, np.ndarray]:
@@ -77,13 +77,8 @@ def nip_queries(model, states: list[IncrementalUserState], as_of: np.ndarray, su
             if model.token_type is None:  # NIP input [state t-1; context t]: no encoder step
                 q = model.nip.query(torch.cat([torch.stack([s.state for s in st]).to(ctx.dtype), ctx], -1))
             else:  # the slot's context token against the cached keys / values (copies: the states stay as they are)
-                B = len(st)
                 past = torch.tensor([s.n_events * tpe for s in st], dtype=torch.long, device=dev)
-                kv = torch.zeros(_kv_shape(model, B, int(past.max()) + 1), dtype=st[0].kv.dtype, device=dev)
-                tok_ts = torch.zeros(B, int(past.max()) + 1, dtype=torch.long, device=dev)
-                for b, s in enumerate(st):
-                    n = s.n_events * tpe
-                    kv[:, :, b, :, :n], tok_ts[b, :n] = s.kv[..., :n, :], s.tok_ts[:n]
+                kv, tok_ts = batched_cache(model, st, 1)
                 pos = torch.tensor([s.n_events for s in st], dtype=torch.long, device=dev)[:, None]
                 x = (ctx + model.token_type.weight[0])[:, None]  # the context token of the slot's three
                 h = _encode(model, x, pos, t["timestamp"], kv, tok_ts, past)  # (B, 1, D)
