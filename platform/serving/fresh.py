@@ -17,7 +17,8 @@
    read) uses them. With ``serve.fresh_nip`` (default) the user's NIP query moves too
    (``models/incremental_nip.py``: the query for a feed request at the latest event's time, one token
    against the same cache), written to ``user_nip_vectors``: the NIP-ANN candidates follow the new event.
-   The version is the served bundle's, so the version guard still holds: when the ``champion`` alias moves, the states are dropped and vectors of the new version are computed.
+   The version is the served bundle's, so the version guard still holds: when the ``champion`` alias
+   moves, the states are dropped and vectors of the new version are computed.
 """
 from __future__ import annotations
 
