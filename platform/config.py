@@ -60,9 +60,9 @@ class TrainConfig(Section):
 
 
 class FinetuneConfig(Section):
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(8, ge=1)  # the most epochs (the LR schedule's length); validation stops it earlier
     batch_size: int = Field(8, ge=1)  # users per step; each row holds all of a user's impressions
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     lag_s: int = Field(86400, ge=0)  # user state as of impression_time - lag
     # share of the user rows of each step scored with the user state at ``runtime_lag_s`` instead (one model for the
     # daily lagged vectors and the fresh runtime ones: bench/README.md "Fresh vectors"); 0 = lag_s only
@@ -71,6 +71,11 @@ class FinetuneConfig(Section):
     max_history: int = Field(512, gt=1)
     min_history: int = Field(1, ge=0)
     max_impressions: int = Field(256, gt=1)  # per user row: impressions beyond it are dropped
+    # early stopping: weighted PairAccuracy of the impressions in the window [T - valid_days, T) (not trained on)
+    # after every ``valid_every`` epochs, the best weights kept; ``epochs`` is then the most it may run. 0 = off
+    valid_every: int = Field(1, ge=0)
+    patience: int = Field(2, ge=1)  # validations without improvement before stopping
+    valid_days: float | None = Field(None, gt=0)  # validation window before T (None: data.test_days)
 
 
 class RankerConfig(Section):

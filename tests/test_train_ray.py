@@ -149,6 +149,8 @@ def test_registered_model_loads_by_alias_with_same_scores(trained, dataset):
     # learns the pairwise task in 3 epochs is a model question, not a platform one)
     assert 0.0 <= fin["metrics"]["pair_accuracy"] <= 1.0 and fin["metrics"]["n_pairs"] > 100
     assert len(fin["history"]) == cfg.finetune.epochs
+    # early stopping's validation (the impressions just before T) ran after every epoch
+    assert all(0.0 <= h["valid_pair_accuracy"] <= 1.0 for h in fin["history"])
     with torch.no_grad():
         assert not torch.allclose(v1.item_vectors(torch.as_tensor(ids)), torch.as_tensor(ref))
 

@@ -53,3 +53,27 @@ def test_seed_means_and_standard_errors(monkeypatch):
     assert out["seeds"] == [0, 1, 2] and [r["seed"] for r in out["per_seed"]] == [0, 1, 2]
     one = quality.run_quality_seeds(None, "synth", None, [1], model="argus")
     assert one["ndcg@10"] == 0.2 and one["ndcg@10_se"] is None
+
+
+def test_finetune_validation_pairs_are_the_window_before_t_and_untrained(tmp_path):
+    """Fine-tuning's early stopping validates on the impressions of [T - valid_days, T); training
+    impressions end before that window and nothing of the test window is in either."""
+    from argusrank.features.io import user_buckets_of
+    from argusrank.features.splits import dataset_split
+    from argusrank.features.synth import synthesize
+    from argusrank.platform.config import load_config
+    from argusrank.platform.training.worker import worker_arrays
+
+    synthesize(SynthConfig(n_users=80, n_items=60, days=21, slate_size=5), tmp_path / "ds", seed=4)
+    cfg = load_config(None, {"paths.home": str(tmp_path), "data.test_days": 3, "finetune.valid_days": 2}, env={})
+    split = dataset_split(tmp_path / "ds", "temporal", 3)
+    buckets = list(range(user_buckets_of(tmp_path / "ds")))
+    train, valid = worker_arrays(cfg, str(tmp_path / "ds"), "finetune", split, buckets, 64)
+    v_from = split.T - 2 * 86400
+    tr_t, va_t = train["imp_time"][train["imp_valid"]], valid["imp_time"][valid["imp_valid"]]
+    assert tr_t.size and va_t.size and (valid["pair_w"] > 0).any()
+    assert tr_t.max() < v_from and (va_t >= v_from).all() and (va_t < split.T).all()
+    assert (valid["timestamp"][valid["valid"]] < split.T).all()  # histories stop before the test window
+    off, _ = worker_arrays(cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"valid_every": 0})}),
+                           str(tmp_path / "ds"), "finetune", split, buckets, 64)
+    assert off["imp_time"][off["imp_valid"]].max() >= v_from  # without validation, training keeps the window

@@ -224,9 +224,10 @@ def loss_eval(model, arrays: dict[str, np.ndarray], batch_size: int, seed: int) 
     return {f"{k}_loss" if not k.endswith("loss") else k: v for k, v in sums.means().items()}
 
 
-def pair_accuracy_eval(model, arrays: dict[str, np.ndarray], lag_s: int, batch_size: int, seed: int) -> dict[str, float]:
-    """Weighted PairAccuracy (``models.metrics``) over all pairs, with the loss's pair weights
-    (pairs touching an invalid impression weigh 0)."""
+def pair_accuracy_sums(model, arrays: dict[str, np.ndarray], lag_s: int, batch_size: int = 64,
+                       device=None) -> tuple[float, float, int]:
+    """(weighted correct, total weight, pairs) of the dot scores over ``arrays``' pairs (fine-tuning rows),
+    with the loss's pair weights (pairs touching an invalid impression weigh 0)."""
     from argusrank.features.sequences import iterate_batches
     from argusrank.models.argus import pair_weights
     from argusrank.models.batch import FinetuneBatch
@@ -234,14 +235,23 @@ def pair_accuracy_eval(model, arrays: dict[str, np.ndarray], lag_s: int, batch_s
 
     correct = total = 0.0
     n_pairs = 0
+    if not arrays or not len(arrays["valid"]):
+        return correct, total, n_pairs
     with torch.no_grad():
-        for arr in iterate_batches(arrays, batch_size, shuffle=False, seed=seed):
-            fb = FinetuneBatch.from_numpy(arr)
+        for arr in iterate_batches(arrays, batch_size, shuffle=False, seed=0):
+            fb = FinetuneBatch.from_numpy(arr, device)
             scores = model.finetune_loss(fb, lag_s)["scores"].float()  # (B, K)
             w = pair_weights(fb).float()  # (B, P)
             c, t = pair_accuracy_terms(scores.gather(1, fb.pair_a), scores.gather(1, fb.pair_b), w)
             correct, total = correct + float(c), total + float(t)
             n_pairs += int((w > 0).sum())
+    return correct, total, n_pairs
+
+
+def pair_accuracy_eval(model, arrays: dict[str, np.ndarray], lag_s: int, batch_size: int, seed: int) -> dict[str, float]:
+    """Weighted PairAccuracy (``models.metrics``) over all pairs, with the loss's pair weights
+    (pairs touching an invalid impression weigh 0)."""
+    correct, total, n_pairs = pair_accuracy_sums(model, arrays, lag_s, batch_size)
     return {"pair_accuracy": correct / total if total > 0 else math.nan, "n_pairs": n_pairs}
 
 

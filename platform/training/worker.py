@@ -13,9 +13,10 @@ Inside a worker (:func:`train_loop`):
 - steps: bf16 autocast on GPU, gradient clipping, AdamW with linear warmup and
   cosine decay over ``epochs * steps_per_epoch`` (or constant); batches trimmed to their
   longest sequence, optionally of similar lengths (``train.length_buckets``);
-- early stopping (``train.valid_every``): NDCG@10 on the validation split after every
-  ``valid_every`` epochs, the best weights kept (and in the checkpoint), training ends after
-  ``train.patience`` validations without improvement; the final checkpoint holds the best.
+- early stopping (``train.valid_every`` / ``finetune.valid_every``): NDCG@10 (pre-training) or the dot's
+  weighted PairAccuracy (fine-tuning) on the validation split after every ``valid_every`` epochs, the best
+  weights kept (and in the checkpoint), training ends after ``patience`` validations without improvement;
+  the final checkpoint holds the best.
 """
 from __future__ import annotations
 
@@ -39,11 +40,12 @@ from argusrank.platform.training.state import (
 
 def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Split, buckets: list[int],
                   model_max_len: int | None = None) -> tuple[dict, dict | None]:
-    """This worker's training arrays (and validation rows when ``train.valid_every``), built from
-    its own user_bucket shards only.
+    """This worker's training arrays (and validation rows when ``train.valid_every`` /
+    ``finetune.valid_every``), built from its own user_bucket shards only.
 
     With validation on a temporal split, training stops at the validation window
-    ``[T - train.valid_days, T)`` (features/splits.py ``validation_split``). Fine-tuning histories
+    ``[T - valid_days, T)`` (features/splits.py ``validation_split``): its events (pre-training) or its
+    impressions' pairs (fine-tuning) validate. Fine-tuning histories
     are cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
@@ -63,8 +65,14 @@ def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Spl
         return arrays, valid
     f = cfg.finetune
     max_history = min(f.max_history, model_max_len or f.max_history)
-    return finetune_arrays(hist, f.lag_s, max_history, f.min_history, f.max_impressions,
-                           t_from=None, t_to=split.T, window_s=cfg.data.pair_window_s), None
+    rows = dict(lag_s=f.lag_s, max_history=max_history, min_history=f.min_history, max_impressions=f.max_impressions,
+                window_s=cfg.data.pair_window_s)
+    t_to, valid = split.T, None
+    if f.valid_every and split.T is not None:  # impressions of [T - valid_days, T) validate, earlier ones train
+        held = validation_split(split, f.valid_days or cfg.data.test_days)
+        valid = finetune_arrays(hist, t_from=held.T, t_to=held.T_end, **rows)
+        t_to = held.T
+    return finetune_arrays(hist, t_from=None, t_to=t_to, **rows), valid
 
 
 def negative_catalog(dataset_dir: str | Path, split: Split | None) -> np.ndarray:
@@ -146,7 +154,7 @@ def train_loop(config: dict) -> None:
     from argusrank.features.io import user_buckets_of
     from argusrank.models.batch import FinetuneBatch, SequenceBatch
     from argusrank.models.factory import model_from_config
-    from argusrank.platform.training.evaluate import validation_sums
+    from argusrank.platform.training.evaluate import pair_accuracy_sums, validation_sums
 
     cfg = ArgusrankConfig.model_validate(config["cfg"])
     stage, split = config["stage"], Split.from_dict(config["split"])
@@ -160,6 +168,8 @@ def train_loop(config: dict) -> None:
     epochs = t_cfg.epochs if stage == "pretrain" else cfg.finetune.epochs
     batch_size = t_cfg.batch_size if stage == "pretrain" else cfg.finetune.batch_size
     lr = t_cfg.lr if stage == "pretrain" else cfg.finetune.lr
+    valid_every, patience = (t_cfg.valid_every, t_cfg.patience) if stage == "pretrain" else \
+        (cfg.finetune.valid_every, cfg.finetune.patience)
 
     # ---- data: this worker's shards only
     buckets = [b for b in range(user_buckets_of(config["dataset_dir"])) if b % world == rank]
@@ -286,19 +296,23 @@ def train_loop(config: dict) -> None:
             history.append({"epoch": epoch + 1, **{k: v / n for k, v in tot.items()},
                             "lr": scheduler.get_last_lr()[0]})
             epoch, step_in_epoch, sums = epoch + 1, 0, {}
-            if valid is not None and (epoch % t_cfg.valid_every == 0 or epoch == epochs):
+            if valid is not None and (epoch % valid_every == 0 or epoch == epochs):
                 model.eval()
-                ndcg_sum, n = all_reduce(list(validation_sums(model, valid, all_items)), "sum")
+                if stage == "pretrain":
+                    metric, (v_sum, n) = "valid_ndcg@10", all_reduce(list(validation_sums(model, valid, all_items)), "sum")
+                else:
+                    c, w, _ = pair_accuracy_sums(model, valid, cfg.finetune.lag_s, device=device)
+                    metric, (v_sum, n) = "valid_pair_accuracy", all_reduce([c, w], "sum")
                 model.train()
-                history[-1]["valid_ndcg@10"] = ndcg_sum / max(n, 1.0)
+                history[-1][metric] = v_sum / max(n, 1e-12)
                 if n == 0:  # no validation targets: train on to the epoch count or the budget
                     pass
-                elif history[-1]["valid_ndcg@10"] > best["metric"]:
-                    best = {"metric": history[-1]["valid_ndcg@10"], "bad": 0,
+                elif history[-1][metric] > best["metric"]:
+                    best = {"metric": history[-1][metric], "bad": 0,
                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                 else:
                     best["bad"] += 1
-                converged = best["bad"] >= t_cfg.patience
+                converged = best["bad"] >= patience
             if mlf is not None:
                 log_metrics_rows(mlf, config["mlflow_run_id"],
                                  [(f"{stage}/{k}", v, epoch) for k, v in history[-1].items() if k != "epoch"])
