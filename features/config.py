@@ -75,8 +75,8 @@ class DataConfig(Section):
     max_len: int = Field(200, gt=1)  # chunk length for pre-training
     min_history: int = Field(2, ge=1)
     pair_window_s: int = Field(3600, ge=0)  # pairs by time window when there is no request_id
-    # partitions of a written dataset's events by user_id (a power of two; the most training workers a job can
-    # use); None: sized to the data (8 up to 4M events, ~500K events each above, at most 1024)
+    # partitions of a written dataset's events by user_id (a power of two; the unit a training worker reads, more
+    # workers share a bucket's users); None: sized to the data (8 up to 4M events, ~500K events each above, <= 1024)
     user_buckets: int | None = Field(None, ge=1, le=1024)
 
     @field_validator("user_buckets")

@@ -244,6 +244,30 @@ def user_buckets_of(dataset_dir: str | Path) -> int:
     return int(read_metadata(dataset_dir).get("partitions", {}).get("n", EVENT_PARTITIONS))
 
 
+def worker_shard(rank: int, world: int, n_buckets: int) -> tuple[list[int], int, int]:
+    """What training worker ``rank`` of ``world`` reads: ``(buckets, modulus, remainder)``, the user buckets and,
+    inside them, the users with ``(user_id // n_buckets) % modulus == remainder``.
+
+    Up to ``n_buckets`` workers split the buckets (``b % world == rank``, modulus 1); more workers share a bucket
+    and split its users, so the worker count is free of the bucket count. Over all ranks the shards partition the
+    users, and each worker reads at most ``ceil(n_buckets / world)`` buckets."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside a world of {world} workers")
+    if world <= n_buckets:
+        return [b for b in range(n_buckets) if b % world == rank], 1, 0
+    bucket = rank % n_buckets
+    sharing = len(range(bucket, world, n_buckets))  # workers bucket, bucket + B, bucket + 2B, ... < world
+    return [bucket], sharing, rank // n_buckets
+
+
+def select_users(events: pa.Table, n_buckets: int, modulus: int, remainder: int) -> pa.Table:
+    """The rows of ``events`` whose user is in :func:`worker_shard`'s share ``(modulus, remainder)``."""
+    if modulus == 1:
+        return events
+    uid = events["user_id"].to_numpy()
+    return events.filter(pa.array((uid // n_buckets) % modulus == remainder))
+
+
 def read_metadata(dataset_dir: str | Path) -> dict:
     """The dataset's metadata.json as a dict."""
     p = Path(dataset_dir) / "metadata.json"

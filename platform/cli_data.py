@@ -33,7 +33,8 @@ def data_import(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Download cache (default ~/.cache/argusrank)."),
     user_buckets: Optional[int] = typer.Option(None, "--user-buckets", help=(
-        "Partitions of the events by user (a power of two up to 1024; the most training workers a job can use). "
+        "Partitions of the events by user (a power of two up to 1024; what a training worker reads: more workers "
+        "than buckets share a bucket's users). "
         "Default: sized to the data (8 up to 4M events).")),
 ) -> None:
     """Import a public log; prints accepted/rejected counts (exit 1: nothing valid, 2: unusable input)."""

@@ -353,7 +353,7 @@ def test_atomic_dir(tmp_path):
 def test_user_buckets_sized_to_the_data_or_set_and_read_back(tmp_path):
     """Events are partitioned by user_id % B: B sized to the data by default (8 up to 4M events, a power of two
     near n/500K above, at most 1024) or set (`--user-buckets`, data.user_buckets); readers take B from the
-    metadata, so a worker's shard holds exactly its users and the worker limit follows the data."""
+    metadata, so a worker's shard holds exactly its users."""
     from argusrank.features.io import read_events, user_buckets_of
     from argusrank.features.schema import check_user_buckets, default_user_buckets
     from argusrank.platform.config import load_config
@@ -376,8 +376,8 @@ def test_user_buckets_sized_to_the_data_or_set_and_read_back(tmp_path):
     assert user_buckets_of(tmp_path / "d8") == 8
     with pytest.raises(ValueError, match="power of two"):
         load_config(None, {"data.user_buckets": 12}, env={})
-    cfg = load_config(None, {"paths.home": str(tmp_path), "train.num_workers": 9, "train.cpus_per_worker": 1}, env={})
-    with pytest.raises(ConfigError, match="at most 8, the dataset's user buckets"):
+    cfg = load_config(None, {"paths.home": str(tmp_path), "train.num_workers": 41, "train.cpus_per_worker": 1}, env={})
+    with pytest.raises(ConfigError, match="more workers than the dataset's 40 users"):
         validate(cfg, tmp_path / "d8", "pretrain")
     good = tmp_path / "good.tsv"
     good.write_text("1\t2\t4\t1\n2\t3\t5\t2\n")
@@ -386,3 +386,24 @@ def test_user_buckets_sized_to_the_data_or_set_and_read_back(tmp_path):
     assert res.exit_code == 2 and "user_buckets: 6 is not a power of two" in res.output, res.output
     res = runner.invoke(app, ["data", "import", "-f", "movielens", "-o", str(tmp_path / "x"), "--user-buckets", "32", str(good)])
     assert res.exit_code == 0 and user_buckets_of(tmp_path / "x") == 32, res.output
+
+
+@pytest.mark.parametrize("world,n_buckets", [(1, 8), (3, 8), (8, 8), (9, 8), (20, 8), (5, 1), (64, 16)])
+def test_worker_shards_partition_the_users_for_any_worker_count(world, n_buckets):
+    """The worker count is free of the bucket count: any number of workers splits the users into disjoint shards
+    that cover them all, each worker reading at most ceil(B / W) buckets (more workers share a bucket's users)."""
+    from argusrank.features.io import select_users, worker_shard
+
+    n = 5000
+    events = pa.table({"user_id": pa.array(np.arange(n, dtype=np.int64) * 7 + 3), "x": pa.array(np.arange(n))})
+    bucket_of = events["user_id"].to_numpy() % n_buckets
+    seen = np.zeros(n, int)
+    for rank in range(world):
+        buckets, modulus, remainder = worker_shard(rank, world, n_buckets)
+        assert 1 <= len(buckets) <= -(-n_buckets // world)
+        mine = select_users(events.filter(pa.array(np.isin(bucket_of, buckets))), n_buckets, modulus, remainder)
+        assert mine.num_rows > 0, (rank, buckets, modulus, remainder)
+        seen[mine["x"].to_numpy()] += 1
+    assert (seen == 1).all()  # every user's events on exactly one worker
+    with pytest.raises(ValueError, match="rank"):
+        worker_shard(world, world, n_buckets)

@@ -26,7 +26,7 @@ def make_cfg(home, **over):
     return load_config(None, {**BASE, "paths.home": str(home), **over}, env={})
 
 
-def planted_dataset(out, n_users=200, n_items=60, length=60, seed=0) -> dict:
+def planted_dataset(out, n_users=200, n_items=60, length=60, seed=0, user_buckets=None) -> dict:
     """Tiny synthetic log with a planted sequential pattern popularity cannot capture.
 
     Each user walks the catalog with a private step (item_{k+1} = item_k + s_u mod n,
@@ -73,13 +73,16 @@ def planted_dataset(out, n_users=200, n_items=60, length=60, seed=0) -> dict:
         "position": pa.array(cols["position"], mask=cols["position"] < 0, type=pa.int16()),
         "event_type": np.full(N, EVENT_TYPE_CODE["listen"], np.int8), "disliked": np.zeros(N, bool),
         "rating": pa.nulls(N, pa.float32())})
-    return write_dataset(out, table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), None, {"format": "planted"})
+    return write_dataset(out, table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA), None, {"format": "planted"},
+                         user_buckets=user_buckets)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
+    """One user bucket: the jobs' 2 workers share it, each training on half its users (features/io.py
+    ``worker_shard``); the fault and cluster tests' dataset has 8 buckets, one worker per 4."""
     d = tmp_path_factory.mktemp("data") / "planted"
-    planted_dataset(d)
+    planted_dataset(d, user_buckets=1)
     return d
 
 

@@ -88,7 +88,7 @@ def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
 
     Returns the dataset metadata.
     """
-    from argusrank.features.io import read_metadata, user_buckets_of
+    from argusrank.features.io import read_metadata
 
     if stage not in ("pretrain", "finetune"):
         raise ConfigError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
@@ -100,11 +100,10 @@ def validate(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str) -> dict:
         raise ConfigError(f"dataset: {dataset_dir} holds no events")
     mc = model_config(cfg, meta)
     t = cfg.train
-    buckets = user_buckets_of(dataset_dir)
-    if t.num_workers > buckets:
-        raise ConfigError(f"train.num_workers={t.num_workers}: at most {buckets}, the dataset's user buckets "
-                          f"(workers read disjoint user_bucket shards of the events; import or generate it again with "
-                          f"more: --set data.user_buckets=N, `argusrank data import --user-buckets N`)")
+    n_users = int(meta.get("n_users") or 0)
+    if n_users and t.num_workers > n_users:
+        raise ConfigError(f"train.num_workers={t.num_workers}: more workers than the dataset's {n_users} "
+                          "users (each worker trains on its own users)")
     need, have = t.num_workers * worker_cpus(cfg), available_cpus()
     if need > have:
         raise ConfigError(f"train.num_workers * train.cpus_per_worker = {need} CPUs, but only {have} are available")

@@ -3,7 +3,8 @@
 Inside a worker (:func:`train_loop`):
 
 - data: worker ``r`` of ``W`` reads only the ``user_bucket`` shards ``b % W == r``
-  of the parquet events (no full copy per worker) and builds its own arrays;
+  of the parquet events (no full copy per worker) and builds its own arrays; with more
+  workers than buckets, workers share a bucket and split its users (``worker_shard``);
   every worker runs the same number of steps per epoch (shorter shards wrap).
 - order: epoch ``e`` of worker ``r`` shuffles with seed ``(seed, e, r)``, so a
   resumed run sees exactly the batches an uninterrupted one would;
@@ -39,19 +40,21 @@ from argusrank.platform.training.state import (
 
 
 def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Split, buckets: list[int],
-                  model_max_len: int | None = None) -> tuple[dict, dict | None]:
+                  model_max_len: int | None = None, users: tuple[int, int] = (1, 0)) -> tuple[dict, dict | None]:
     """This worker's training arrays (and validation rows when ``train.valid_every`` /
-    ``finetune.valid_every``), built from its own user_bucket shards only.
+    ``finetune.valid_every``), built from its own user_bucket shards only (and of them, the users of
+    ``users`` = (modulus, remainder): features/io.py ``worker_shard``).
 
     With validation on a temporal split, training stops at the validation window
     ``[T - valid_days, T)`` (features/splits.py ``validation_split``): its events (pre-training) or its
     impressions' pairs (fine-tuning) validate. Fine-tuning histories
     are cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
     from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
+    from argusrank.features.io import read_events, select_users, user_buckets_of
     from argusrank.features.sequences import finetune_arrays, pretrain_arrays
 
-    hist = build_histories(read_events(dataset_dir, user_buckets=buckets))
+    events = read_events(dataset_dir, user_buckets=buckets)
+    hist = build_histories(select_users(events, user_buckets_of(dataset_dir), *users))
     if stage == "pretrain":
         valid = None
         if cfg.train.valid_every:
@@ -151,7 +154,7 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
     from tqdm import tqdm
 
-    from argusrank.features.io import user_buckets_of
+    from argusrank.features.io import user_buckets_of, worker_shard
     from argusrank.models.batch import FinetuneBatch, SequenceBatch
     from argusrank.models.factory import model_from_config
     from argusrank.platform.training.evaluate import pair_accuracy_sums, validation_sums
@@ -172,14 +175,16 @@ def train_loop(config: dict) -> None:
         (cfg.finetune.valid_every, cfg.finetune.patience)
 
     # ---- data: this worker's shards only
-    buckets = [b for b in range(user_buckets_of(config["dataset_dir"])) if b % world == rank]
-    arrays, valid = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets, config["model_cfg"]["max_len"])
+    buckets, *users = worker_shard(rank, world, user_buckets_of(config["dataset_dir"]))
+    arrays, valid = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets, config["model_cfg"]["max_len"],
+                                  users=tuple(users))
     n_local = math.ceil(_n_rows(arrays) / batch_size)
     steps_per_epoch = int(all_reduce([n_local], "max")[0])
     if steps_per_epoch == 0:
         raise RuntimeError(f"{stage}: no training rows on any worker (dataset too small for the split?)")
     if n_local == 0:
-        raise RuntimeError(f"{stage}: worker {rank} got no training rows from user buckets {buckets}; use fewer workers")
+        raise RuntimeError(f"{stage}: worker {rank} got no training rows from user buckets {buckets} "
+                           f"(users {users[1]} mod {users[0]}); use fewer workers")
     total_steps = epochs * steps_per_epoch
 
     # ---- model, optimizer, schedule (same init on every rank; DDP also broadcasts it)
