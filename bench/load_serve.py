@@ -38,8 +38,6 @@ def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed:
 
     Returns the config overrides that point at it.
     """
-    import mlflow
-    import mlflow.xgboost
     import pandas as pd
 
     from argusrank.features.baseline import ARGUS_FEATURES, compute_baseline, ranker_features, snapshot_times, write_baseline
@@ -79,12 +77,11 @@ def build_synthetic_home(home: Path, n_users: int, n_items: int, dim: int, seed:
         groups.append(np.full(len(its), g))
     model = train_ranker(pd.DataFrame(np.concatenate(xs), columns=list(ARGUS_FEATURES)), np.concatenate(grades),
                          np.concatenate(groups), n_estimators=200, max_depth=6, learning_rate=0.1, seed=seed)
-    from argusrank.platform.registry import RANKER_REQUIREMENTS, pinned
+    from argusrank.platform.registry import log_ranker
     from argusrank.platform.tracking import start_run
 
     with start_run(cfg, "bench-load-serve"):  # artifacts under the home, not ./mlruns
-        info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name,
-                                        pip_requirements=pinned(*RANKER_REQUIREMENTS))
+        info = log_ranker(model, registered_model_name=cfg.mlflow.ranker_model_name)
     from argusrank.platform.registry import publish_ranker
 
     publish_ranker(cfg, int(info.registered_model_version), 1, "champion")

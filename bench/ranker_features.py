@@ -28,13 +28,12 @@ MODEL = "argus-ranker-bench"
 
 def register_rankers(cfg) -> dict[str, tuple[str, ...]]:
     """Train the dot-only and the configured ARGUS ranker on the home's training set; alias each."""
-    import mlflow
     import pandas as pd
 
     from argusrank.features.baseline import BASE_FEATURES, ranker_features
     from argusrank.models.ranker import train_ranker
     from argusrank.platform.ranker_job import ranker_rows
-    from argusrank.platform.registry import RANKER_REQUIREMENTS, pinned, publish_ranker
+    from argusrank.platform.registry import log_ranker, publish_ranker
     from argusrank.platform.tracking import start_run
 
     feats, is_train, version = ranker_rows(cfg, cfg.dataset_dir)
@@ -47,8 +46,7 @@ def register_rankers(cfg) -> dict[str, tuple[str, ...]]:
             m = train_ranker(X[is_train], feats["grade"].to_numpy()[is_train], feats["request_id"].to_numpy()[is_train],
                              n_estimators=r.n_estimators, max_depth=r.max_depth, learning_rate=r.learning_rate,
                              seed=cfg.seed)
-            info = mlflow.xgboost.log_model(m, name=f"ranker_{alias}", registered_model_name=MODEL,
-                                        pip_requirements=pinned(*RANKER_REQUIREMENTS))
+            info = log_ranker(m, f"ranker_{alias}", registered_model_name=MODEL)
             publish_ranker(cfg, int(info.registered_model_version), version, f"bench-{alias}", features=names)
     return sets
 

@@ -265,11 +265,8 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
         mlflow.log_figure(fig, "plots/ranker_feature_importance.png")
         for name in ("base", "argus"):
             example = pd.DataFrame(ranker_features(raw, ts, sets[name])[:3], columns=list(sets[name]))
-            info = mlflow.xgboost.log_model(
-                models[name], name=f"ranker_{name}", input_example=example,
-                pip_requirements=registry.pinned(*registry.RANKER_REQUIREMENTS),
-                registered_model_name=cfg.mlflow.ranker_model_name if name == chosen else None,
-            )
+            info = registry.log_ranker(models[name], f"ranker_{name}", input_example=example,
+                                       registered_model_name=cfg.mlflow.ranker_model_name if name == chosen else None)
             if name == chosen:
                 out["ranker_version"] = int(info.registered_model_version)
         # tags (ARGUS version, feature list) first, alias last

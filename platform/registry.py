@@ -66,6 +66,16 @@ def pinned(*distributions: str) -> list[str]:
 RANKER_REQUIREMENTS = ("mlflow", "xgboost", "scikit-learn", "scipy", "numpy", "pandas")
 
 
+def log_ranker(model, name: str = "ranker", registered_model_name: str | None = None, input_example=None):
+    """Log an XGBoost ranker to the active MLflow run (registered under ``registered_model_name`` if given) with
+    :data:`RANKER_REQUIREMENTS` pinned; returns MLflow's ``ModelInfo``."""
+    import mlflow.xgboost
+
+    return mlflow.xgboost.log_model(model, name=name, input_example=input_example,
+                                    pip_requirements=pinned(*RANKER_REQUIREMENTS),
+                                    registered_model_name=registered_model_name)
+
+
 def _signature(dim: int) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([ColSpec("long", "item_id")]),

@@ -81,7 +81,6 @@ def _events(n: int = 900, seed: int = 0) -> pa.Table:
 
 def _register(cfg, names, seed: int, tag: bool = True, booster_names=None) -> int:
     """A real XGBRanker over ``names`` (random rows), registered and published as champion of ARGUS v1."""
-    import mlflow
     import xgboost as xgb
 
     from argusrank.platform.registry import publish_ranker
@@ -92,10 +91,9 @@ def _register(cfg, names, seed: int, tag: bool = True, booster_names=None) -> in
     y = rng.integers(0, 4, 200)
     model = xgb.XGBRanker(n_estimators=8, max_depth=3, n_jobs=1, random_state=seed).fit(
         X, y, qid=np.repeat(np.arange(20), 10))
-    from argusrank.platform.registry import RANKER_REQUIREMENTS, pinned
+    from argusrank.platform.registry import log_ranker
     with start_run(cfg, "test-ranker"):
-        info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name,
-                                        pip_requirements=pinned(*RANKER_REQUIREMENTS))  # not inferred (~5 s)
+        info = log_ranker(model, registered_model_name=cfg.mlflow.ranker_model_name)
     v = int(info.registered_model_version)
     publish_ranker(cfg, v, 1, "champion", features=tuple(names) if tag else None)
     return v

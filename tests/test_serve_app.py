@@ -60,8 +60,6 @@ def _write_nip_vectors(cfg, version: int, users: np.ndarray, items: np.ndarray, 
 
 def _train_and_register(cfg, version: int, users: np.ndarray, items: np.ndarray, seed: int) -> int:
     """A real XGBRanker on online features of (user, item) samples; registered with alias champion."""
-    import mlflow
-    import mlflow.xgboost
 
     from argusrank.features.baseline import ARGUS_FEATURES, ranker_features
     from argusrank.features.store import online_features
@@ -81,10 +79,9 @@ def _train_and_register(cfg, version: int, users: np.ndarray, items: np.ndarray,
                          learning_rate=0.3, seed=seed, n_jobs=1)
     from argusrank.platform.tracking import start_run
 
-    from argusrank.platform.registry import RANKER_REQUIREMENTS, pinned
+    from argusrank.platform.registry import log_ranker
     with start_run(cfg, "serve-test"):  # artifacts under the home, not ./mlruns
-        info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name,
-                                        pip_requirements=pinned(*RANKER_REQUIREMENTS))  # not inferred (~5 s)
+        info = log_ranker(model, registered_model_name=cfg.mlflow.ranker_model_name)
     v = info.registered_model_version
     from argusrank.platform.registry import publish_ranker
 

@@ -49,7 +49,6 @@ def registry_cfg(tmp_path):
 
 
 def _register_ranker(cfg):
-    import mlflow
     import pandas as pd
     import xgboost as xgb
 
@@ -57,10 +56,9 @@ def _register_ranker(cfg):
 
     X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) % 3})
     model = xgb.XGBRanker(n_estimators=2, max_depth=2).fit(X, np.arange(20) % 3, qid=np.repeat(np.arange(4), 5))
-    from argusrank.platform.registry import RANKER_REQUIREMENTS, pinned
+    from argusrank.platform.registry import log_ranker
     with start_run(cfg, "test-ranker"):
-        info = mlflow.xgboost.log_model(model, name="ranker", registered_model_name=cfg.mlflow.ranker_model_name,
-                                        pip_requirements=pinned(*RANKER_REQUIREMENTS))  # not inferred (~5 s)
+        info = log_ranker(model, registered_model_name=cfg.mlflow.ranker_model_name)
     return int(info.registered_model_version)
 
 
