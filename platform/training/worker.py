@@ -181,7 +181,9 @@ def train_loop(config: dict) -> None:
     n_local = math.ceil(_n_rows(arrays) / batch_size)
     steps_per_epoch = int(all_reduce([n_local], "max")[0])
     if steps_per_epoch == 0:
-        raise RuntimeError(f"{stage}: no training rows on any worker (dataset too small for the split?)")
+        section = "train" if stage == "pretrain" else "finetune"
+        held = f" or for its validation window ({section}.valid_every=0 trains on it)" if valid is not None else ""
+        raise RuntimeError(f"{stage}: no training rows on any worker (dataset too small for the split{held}?)")
     if n_local == 0:
         raise RuntimeError(f"{stage}: worker {rank} got no training rows from user buckets {buckets} "
                            f"(users {users[1]} mod {users[0]}); use fewer workers")
