@@ -22,20 +22,18 @@ from json_out import emit_json  # noqa: E402
 from machine_info import machine_info  # bench/machine_info.py
 
 
-def rows(cfg):
-    """(train, test) fine-tuning rows of the home's dataset: impressions before T, and in [T, T_end)."""
+def rows(cfg, model_max_len: int):
+    """(train, test) fine-tuning rows of the home's dataset, cut as the job cuts them: impressions before T,
+    and in [T, T_end)."""
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
-    from argusrank.features.sequences import finetune_arrays
     from argusrank.features.splits import dataset_split
+    from argusrank.platform.training.evaluate import finetune_rows
 
-    f = cfg.finetune
     hist = build_histories(read_events(cfg.dataset_dir))
     split = dataset_split(cfg.dataset_dir, "temporal", cfg.data.test_days)
-    kw = dict(lag_s=f.lag_s, max_history=min(f.max_history, 256), min_history=f.min_history,
-              max_impressions=f.max_impressions, window_s=cfg.data.pair_window_s)
-    return (finetune_arrays(hist, t_from=None, t_to=split.T, **kw),
-            finetune_arrays(hist, t_from=split.T, t_to=split.T_end, **kw))
+    return (finetune_rows(cfg, hist, model_max_len, None, split.T),
+            finetune_rows(cfg, hist, model_max_len, split.T, split.T_end))
 
 
 def restrict_tower(model, variant: str) -> None:
@@ -113,7 +111,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     machine = machine_info()
     cfg = load_config(overrides={"paths.home": args.home, **dict(s.split("=", 1) for s in args.set)}, env={})
-    train, test = rows(cfg)
+    from argusrank.platform import registry
+
+    train, test = rows(cfg, registry.load_argus(cfg, args.init)[0].cfg.max_len)
     results = [finetune(cfg, args.init, v, train, test, cfg.seed) for v in args.variants]
     print(f"{'variant':<8} {'final':>7} {'best':>7} {'seconds':>8}")
     for r in results:

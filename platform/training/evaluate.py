@@ -224,6 +224,17 @@ def loss_eval(model, arrays: dict[str, np.ndarray], batch_size: int, seed: int) 
     return {f"{k}_loss" if not k.endswith("loss") else k: v for k, v in sums.means().items()}
 
 
+def finetune_rows(cfg: ArgusrankConfig, hist, model_max_len: int | None, t_from: int | None,
+                  t_to: int | None) -> dict[str, np.ndarray]:
+    """The fine-tuning job's rows of ``hist`` (``finetune`` config) with impressions in ``[t_from, t_to)``;
+    histories cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
+    from argusrank.features.sequences import finetune_arrays
+
+    f = cfg.finetune
+    return finetune_arrays(hist, f.lag_s, min(f.max_history, model_max_len or f.max_history), f.min_history,
+                           f.max_impressions, t_from=t_from, t_to=t_to, window_s=cfg.data.pair_window_s)
+
+
 def pair_accuracy_sums(model, arrays: dict[str, np.ndarray], lag_s: int, batch_size: int = 64,
                        device=None) -> tuple[float, float, int]:
     """(weighted correct, total weight, pairs) of the dot scores over ``arrays``' pairs (fine-tuning rows),
@@ -273,7 +284,6 @@ def evaluate_model(
     """
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
-    from argusrank.features.sequences import finetune_arrays
 
     if protocol not in HIT_NAME:
         raise ValueError(f"protocol must be one of {sorted(HIT_NAME)}, got {protocol!r}")
@@ -309,11 +319,9 @@ def evaluate_model(
         arrays = eval_arrays(hist, split, max_len, positives_only_targets=False)
         out.update(loss_eval(model, arrays, ev.batch_size, cfg.seed))
     if not is_pop and protocol == "temporal" and "pairs" in stages:
-        f = cfg.finetune
-        arrays = finetune_arrays(hist, f.lag_s, min(f.max_history, model.cfg.max_len), f.min_history, f.max_impressions,
-                                 t_from=T, t_to=T_end, window_s=cfg.data.pair_window_s)
+        arrays = finetune_rows(cfg, hist, model.cfg.max_len, T, T_end)
         if arrays and len(next(iter(arrays.values()))):
-            out.update(pair_accuracy_eval(model, arrays, f.lag_s, ev.batch_size, cfg.seed))
+            out.update(pair_accuracy_eval(model, arrays, cfg.finetune.lag_s, ev.batch_size, cfg.seed))
     return out
 
 

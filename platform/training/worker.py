@@ -51,7 +51,8 @@ def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Spl
     are cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events, select_users, user_buckets_of
-    from argusrank.features.sequences import finetune_arrays, pretrain_arrays
+    from argusrank.features.sequences import pretrain_arrays
+    from argusrank.platform.training.evaluate import finetune_rows
 
     events = read_events(dataset_dir, user_buckets=buckets)
     hist = build_histories(select_users(events, user_buckets_of(dataset_dir), *users))
@@ -67,15 +68,12 @@ def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Spl
             arrays["target_mask"] = arrays["target_mask"] & (arrays["grade"] >= 1)
         return arrays, valid
     f = cfg.finetune
-    max_history = min(f.max_history, model_max_len or f.max_history)
-    rows = dict(lag_s=f.lag_s, max_history=max_history, min_history=f.min_history, max_impressions=f.max_impressions,
-                window_s=cfg.data.pair_window_s)
     t_to, valid = split.T, None
     if f.valid_every and split.T is not None:  # impressions of [T - valid_days, T) validate, earlier ones train
         held = validation_split(split, f.valid_days or cfg.data.test_days)
-        valid = finetune_arrays(hist, t_from=held.T, t_to=held.T_end, **rows)
+        valid = finetune_rows(cfg, hist, model_max_len, held.T, held.T_end)
         t_to = held.T
-    return finetune_arrays(hist, t_from=None, t_to=t_to, **rows), valid
+    return finetune_rows(cfg, hist, model_max_len, None, t_to), valid
 
 
 def negative_catalog(dataset_dir: str | Path, split: Split | None) -> np.ndarray:
