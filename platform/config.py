@@ -55,6 +55,9 @@ class TrainConfig(Section):
     lr_schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warmup
     valid_every: int = Field(0, ge=0)  # epochs between validations (early stopping, best kept); 0 = off
     patience: int = Field(5, ge=1)  # validations without improvement before stopping
+    # ... and at least this many optimizer steps since the best one: on a small data set an epoch is a few steps,
+    # so `patience` epochs alone stop on the first plateau (bench/README.md "Quality"); 0 = epochs only
+    patience_steps: int = Field(0, ge=0)
     valid_days: float | None = Field(None, gt=0)  # temporal validation window before T (None: data.test_days)
     length_buckets: int = Field(0, ge=0)  # >1: batches of similar lengths (sorted in pools of this many batches)
 

@@ -77,3 +77,27 @@ def test_finetune_validation_pairs_are_the_window_before_t_and_untrained(tmp_pat
     off, _ = worker_arrays(cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"valid_every": 0})}),
                            str(tmp_path / "ds"), "finetune", split, buckets, 64)
     assert off["imp_time"][off["imp_valid"]].max() >= v_from  # without validation, training keeps the window
+
+
+def _stop_epoch(curve, steps_per_epoch, patience, patience_steps):
+    """Replay a validation curve through the worker's bookkeeping; the epoch training stops after."""
+    from argusrank.platform.training.worker import early_stop
+
+    best = {"metric": -math.inf, "bad": 0, "step": 0}
+    for epoch, metric in enumerate(curve, start=1):
+        if metric > best["metric"]:
+            best = {"metric": metric, "bad": 0, "step": epoch * steps_per_epoch}
+        else:
+            best["bad"] += 1
+        if early_stop(best, epoch * steps_per_epoch, patience, patience_steps):
+            return epoch
+    return len(curve)
+
+
+def test_patience_steps_carry_a_small_data_set_over_its_first_plateau():
+    # sasrec-classic on ML-100K temporal (8 steps per epoch): a 6-epoch plateau, then the climb to 2x
+    curve = [0.010, 0.017, 0.018, 0.019, 0.0185, 0.018, 0.0188, 0.0189, 0.019, 0.0236, 0.03, 0.04, 0.05] + [0.049] * 30
+    assert _stop_epoch(curve, 8, patience=5, patience_steps=0) == 9  # epochs alone: stops on the plateau
+    assert _stop_epoch(curve, 8, patience=5, patience_steps=160) == 13 + 20  # 160 steps = 20 epochs past the best
+    # a big data set (500 steps per epoch) is unchanged: `patience` epochs already exceed the step floor
+    assert _stop_epoch(curve, 500, patience=5, patience_steps=160) == 9

@@ -32,6 +32,7 @@ QUALITY_DEFAULTS: dict[str, Any] = {
     "train.epochs": 200,  # at most: early stopping on the validation split ends training
     "train.valid_every": 1,
     "train.patience": 5,
+    "train.patience_steps": 160,  # ML-100K: 8-15 steps per epoch; 5 epochs alone stop on the first plateau
     "train.time_budget_s": 1500.0,
     "train.lr_schedule": "constant",
     "train.length_buckets": 8,

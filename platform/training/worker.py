@@ -16,7 +16,8 @@ Inside a worker (:func:`train_loop`):
   longest sequence, optionally of similar lengths (``train.length_buckets``);
 - early stopping (``train.valid_every`` / ``finetune.valid_every``): NDCG@10 (pre-training) or the dot's
   weighted PairAccuracy (fine-tuning) on the validation split after every ``valid_every`` epochs, the best
-  weights kept (and in the checkpoint), training ends after ``patience`` validations without improvement;
+  weights kept (and in the checkpoint), training ends after ``patience`` validations without improvement
+  and at least ``train.patience_steps`` optimizer steps since the best (``early_stop``);
   the final checkpoint holds the best.
 """
 from __future__ import annotations
@@ -127,6 +128,12 @@ def lr_lambda(warmup: int, total: int, schedule: str = "cosine"):
     return f
 
 
+def early_stop(best: dict, step: int, patience: int, patience_steps: int = 0) -> bool:
+    """Stop when the last ``patience`` validations did not improve on the best one and at least
+    ``patience_steps`` optimizer steps have passed since it (``best``: ``{"bad", "step"}``)."""
+    return best["bad"] >= patience and step - best.get("step", 0) >= patience_steps
+
+
 def _epoch_batches(arrays: dict, batch_size: int, n_steps: int, seed: int, epoch: int, rank: int, buckets: int = 0):
     """Exactly ``n_steps`` batches for this epoch; the shard wraps around if it is short."""
     from argusrank.features.sequences import iterate_batches
@@ -169,8 +176,8 @@ def train_loop(config: dict) -> None:
     epochs = t_cfg.epochs if stage == "pretrain" else cfg.finetune.epochs
     batch_size = t_cfg.batch_size if stage == "pretrain" else cfg.finetune.batch_size
     lr = t_cfg.lr if stage == "pretrain" else cfg.finetune.lr
-    valid_every, patience = (t_cfg.valid_every, t_cfg.patience) if stage == "pretrain" else \
-        (cfg.finetune.valid_every, cfg.finetune.patience)
+    valid_every, patience, patience_steps = (t_cfg.valid_every, t_cfg.patience, t_cfg.patience_steps) \
+        if stage == "pretrain" else (cfg.finetune.valid_every, cfg.finetune.patience, 0)
 
     # ---- data: this worker's shards only
     buckets, *users = worker_shard(rank, world, user_buckets_of(config["dataset_dir"]))
@@ -206,7 +213,7 @@ def train_loop(config: dict) -> None:
 
     # ---- resume
     epoch, step_in_epoch, history, sums = 0, 0, [], {}
-    best = {"metric": -math.inf, "bad": 0, "state": None}  # early stopping on the validation split
+    best = {"metric": -math.inf, "bad": 0, "step": 0, "state": None}  # early stopping on the validation split
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -313,11 +320,11 @@ def train_loop(config: dict) -> None:
                 if n == 0:  # no validation targets: train on to the epoch count or the budget
                     pass
                 elif history[-1][metric] > best["metric"]:
-                    best = {"metric": history[-1][metric], "bad": 0,
+                    best = {"metric": history[-1][metric], "bad": 0, "step": epoch * steps_per_epoch,
                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                 else:
                     best["bad"] += 1
-                converged = best["bad"] >= patience
+                converged = early_stop(best, epoch * steps_per_epoch, patience, patience_steps)
             if mlf is not None:
                 log_metrics_rows(mlf, config["mlflow_run_id"],
                                  [(f"{stage}/{k}", v, epoch) for k, v in history[-1].items() if k != "epoch"])
