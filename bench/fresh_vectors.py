@@ -50,6 +50,8 @@ def latency(cfg, n_events: int, rate: float, cache_users: int, max_batch: int = 
     users = np.unique(ds.dataset(cfg.paths.vectors_dir / "user_vectors").to_table(columns=["user_id"])["user_id"])
     items = np.unique(ds.dataset(cfg.paths.vectors_dir / "item_vectors").to_table(columns=["item_id"])["item_id"])
     end = int(json.loads((cfg.dataset_dir / "metadata.json").read_text())["max_timestamp"])
+    # after every event an earlier run logged: an event older than a user's logged ones re-reads the whole history
+    end = max(end, fresh.log.last_timestamp() or end)
     rng = np.random.default_rng(0)
     hot = rng.choice(users, 50, replace=False)  # recently active users: the cache serves them after their first event
     for u in hot.tolist():  # each hot user's first event: one full read of the history fills the cache (timed apart)

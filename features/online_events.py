@@ -122,6 +122,11 @@ class OnlineEventLog:
         return pa.table({c: pa.array(list(v)).cast(EVENT_SCHEMA.field(c).type) for c, v in zip(_COLUMNS, cols)},
                         schema=EVENT_SCHEMA)
 
+    def last_timestamp(self) -> int | None:
+        """The latest logged event time (None: empty log)."""
+        last = self._db().execute("SELECT MAX(timestamp) FROM events").fetchone()[0]
+        return None if last is None else int(last)
+
     def count(self) -> int:
         return int(self._db().execute("SELECT COUNT(*) FROM events").fetchone()[0])
 

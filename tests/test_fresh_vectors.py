@@ -110,8 +110,14 @@ def test_ingested_events_move_the_online_vector_to_a_full_pass(served):
     nip = store.read_user_spaces(cfg, [user, other], ("nip",))["nip"][0]
     np.testing.assert_allclose(nip[1], _full_pass(served, other, o1 + [batch[1]], "nip"), rtol=1e-4, atol=1e-5)
     # durable: another process (a restarted replica) finds every accepted event in the log
-    logged = OnlineEventLog(cfg.paths.home / "online" / "events.db").user_events(user)
-    assert logged["timestamp"].to_pylist() == [t, t + 30, t + 60, t + 90]
+    log = OnlineEventLog(cfg.paths.home / "online" / "events.db")
+    assert log.user_events(user)["timestamp"].to_pylist() == [t, t + 30, t + 60, t + 90]
+    assert log.last_timestamp() == t + 90
+    # the online store (derived state) commits without waiting for the disk: WAL, set on the database file
+    import sqlite3
+
+    with sqlite3.connect(cfg.paths.feature_repo / "online_store.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_user_unknown_offline_gets_a_vector_from_the_online_events_alone(served):
