@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -244,6 +244,27 @@ class ArgusrankConfig(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def stage_schedule(self, stage: str) -> "StageSchedule":
+        """How long and how fast a training stage (``pretrain``: ``train.*``; ``finetune``: ``finetune.*``) runs."""
+        if stage == "pretrain":
+            t = self.train
+            return StageSchedule("train", t.epochs, t.batch_size, t.lr, t.valid_every, t.patience, t.patience_steps)
+        if stage == "finetune":
+            f = self.finetune
+            return StageSchedule("finetune", f.epochs, f.batch_size, f.lr, f.valid_every, f.patience, 0)
+        raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
+
+
+class StageSchedule(NamedTuple):
+    """The stage-specific part of a training job's loop (the rest of ``train.*`` is shared)."""
+    section: str  # the config section the values come from
+    epochs: int  # the most epochs (the LR schedule's length)
+    batch_size: int
+    lr: float
+    valid_every: int  # epochs between validations; 0 = no early stopping
+    patience: int  # validations without improvement before stopping
+    patience_steps: int  # ... and at least this many optimizer steps since the best
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -45,3 +45,15 @@ def test_yaml_roundtrip():
     import yaml
     again = ArgusrankConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
+
+
+def test_stage_schedule_reads_each_stage_from_its_own_section():
+    from argusrank.platform.config import load_config
+
+    cfg = load_config(env={}, overrides=["train.epochs=7", "train.patience_steps=40", "finetune.epochs=4",
+                                         "finetune.lr=0.01"])
+    pre, fine = cfg.stage_schedule("pretrain"), cfg.stage_schedule("finetune")
+    assert (pre.section, pre.epochs, pre.patience_steps) == ("train", 7, 40)
+    assert (fine.section, fine.epochs, fine.lr, fine.patience_steps) == ("finetune", 4, 0.01, 0)
+    with pytest.raises(ValueError, match="stage"):
+        cfg.stage_schedule("export")

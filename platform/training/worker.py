@@ -173,11 +173,8 @@ def train_loop(config: dict) -> None:
     on_gpu = device.type == "cuda"
     seed = cfg.seed
     t_cfg = cfg.train
-    epochs = t_cfg.epochs if stage == "pretrain" else cfg.finetune.epochs
-    batch_size = t_cfg.batch_size if stage == "pretrain" else cfg.finetune.batch_size
-    lr = t_cfg.lr if stage == "pretrain" else cfg.finetune.lr
-    valid_every, patience, patience_steps = (t_cfg.valid_every, t_cfg.patience, t_cfg.patience_steps) \
-        if stage == "pretrain" else (cfg.finetune.valid_every, cfg.finetune.patience, 0)
+    sched = cfg.stage_schedule(stage)
+    epochs, batch_size, lr = sched.epochs, sched.batch_size, sched.lr
 
     # ---- data: this worker's shards only
     buckets, *users = worker_shard(rank, world, user_buckets_of(config["dataset_dir"]))
@@ -186,8 +183,7 @@ def train_loop(config: dict) -> None:
     n_local = math.ceil(_n_rows(arrays) / batch_size)
     steps_per_epoch = int(all_reduce([n_local], "max")[0])
     if steps_per_epoch == 0:
-        section = "train" if stage == "pretrain" else "finetune"
-        held = f" or for its validation window ({section}.valid_every=0 trains on it)" if valid is not None else ""
+        held = f" or for its validation window ({sched.section}.valid_every=0 trains on it)" if valid is not None else ""
         raise RuntimeError(f"{stage}: no training rows on any worker (dataset too small for the split{held}?)")
     if n_local == 0:
         raise RuntimeError(f"{stage}: worker {rank} got no training rows from user buckets {buckets} "
@@ -308,7 +304,7 @@ def train_loop(config: dict) -> None:
             history.append({"epoch": epoch + 1, **{k: v / n for k, v in tot.items()},
                             "lr": scheduler.get_last_lr()[0]})
             epoch, step_in_epoch, sums = epoch + 1, 0, {}
-            if valid is not None and (epoch % valid_every == 0 or epoch == epochs):
+            if valid is not None and (epoch % sched.valid_every == 0 or epoch == epochs):
                 model.eval()
                 if stage == "pretrain":
                     metric, (v_sum, n) = "valid_ndcg@10", all_reduce(list(validation_sums(model, valid, all_items)), "sum")
@@ -324,7 +320,7 @@ def train_loop(config: dict) -> None:
                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                 else:
                     best["bad"] += 1
-                converged = early_stop(best, epoch * steps_per_epoch, patience, patience_steps)
+                converged = early_stop(best, epoch * steps_per_epoch, sched.patience, sched.patience_steps)
             if mlf is not None:
                 log_metrics_rows(mlf, config["mlflow_run_id"],
                                  [(f"{stage}/{k}", v, epoch) for k, v in history[-1].items() if k != "epoch"])
