@@ -43,8 +43,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from argusrank.features.io import read_input_bytes, split_fields, text_lines, write_dataset
+from argusrank.features.io import fail_import, failed_dir, read_input_bytes, split_fields, text_lines, write_dataset
 from argusrank.features.schema import EVENT_TYPE_CODE, SURFACE_CODE
+from argusrank.features.schema import event_columns as _events
+from argusrank.features.schema import nullable as _nullable
+from argusrank.features.yambda import import_yambda
 from argusrank.features.validate import (
     MAX_TIMESTAMP,
     Checker,
@@ -59,8 +62,6 @@ from argusrank.features.validate import (
 FORMATS = ("yambda", "movielens", "sasrec", "movielens-100k")
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
 ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
-YAMBDA_FILES = {"listens": "listen", "likes": "like", "dislikes": "dislike", "unlikes": "unlike", "undislikes": "undislike"}
-YAMBDA_COLUMNS = ["uid", "item_id", "timestamp", "is_organic", "played_ratio_pct", "track_length_seconds", "event_type"]
 LIKE_AT, DISLIKE_AT = 4.0, 2.0  # movielens rating thresholds
 
 
@@ -114,34 +115,6 @@ def _header_names(header: str, sep: str | None, what: str) -> tuple[list[str], l
 
 
 # --- event column helpers ---------------------------------------------------------------------
-def _nullable(values: np.ndarray, null: np.ndarray, typ: pa.DataType) -> pa.Array:
-    return pa.array(values, type=typ, mask=np.asarray(null, dtype=bool))
-
-
-def _events(n: int, user, item, ts, is_organic, event_type, played_ratio=None, liked=None,
-            disliked=None, rating=None, request_id=None, position=None) -> dict:
-    """Full-length EVENT_SCHEMA columns (None -> all null)."""
-    def nulls(t):
-        return pa.nulls(n, t)
-    return {
-        "user_id": user, "timestamp": ts, "item_id": item,
-        "is_organic": is_organic, "surface": np.full(n, SURFACE_CODE["unknown"], np.int8),
-        "request_id": request_id if request_id is not None else nulls(pa.int64()),
-        "position": position if position is not None else nulls(pa.int16()),
-        "event_type": event_type,
-        "played_ratio": played_ratio if played_ratio is not None else nulls(pa.float32()),
-        "liked": liked if liked is not None else nulls(pa.bool_()),
-        "disliked": disliked if disliked is not None else nulls(pa.bool_()),
-        "rating": rating if rating is not None else nulls(pa.float32()),
-    }
-
-
-def failed_dir(out_dir) -> Path:
-    """Where an import with no valid row writes its rejected rows when ``out_dir`` holds a dataset."""
-    out = Path(out_dir).resolve()
-    return out.with_name(out.name + ".failed")
-
-
 def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_order: int,
             vocab: dict | None = None, extra: dict | None = None, user_buckets: int | None = None) -> dict:
     accepted, rejected = checker.split(events)
@@ -156,15 +129,7 @@ def _finish(fmt: str, src, out_dir, checker: Checker, events: dict, n_out_of_ord
         meta = write_dataset(out_dir, accepted, rejected, report, vocab=vocab, user_buckets=user_buckets)
         shutil.rmtree(failed_dir(out_dir), ignore_errors=True)  # a stale failed attempt
         return meta
-    keep_old = (Path(out_dir) / "events").is_dir()  # never replace a dataset by an empty one
-    target = failed_dir(out_dir) if keep_old else Path(out_dir)
-    write_dataset(target, accepted, rejected, report, vocab=vocab)
-    reasons = "; ".join(f"{k} ({v})" for k, v in list(report["rejected_by_reason"].items())[:5])
-    msg = (f"{fmt}: no valid events in {src} ({checker.n} rows rejected: {reasons})" if checker.n
-           else f"{fmt}: {src} has no data rows")
-    if keep_old:
-        msg += f"; the previous dataset in {out_dir} is kept, this import's rejected rows are in {target / 'rejected'}"
-    raise NoValidEvents(msg, rejected_dir=target / "rejected")
+    fail_import(fmt, src, out_dir, rejected, report, vocab=vocab)
 
 
 # --- movielens ----------------------------------------------------------------------------------
@@ -266,106 +231,7 @@ def import_sasrec(src, out_dir, user_buckets: int | None = None) -> dict:
                    extra={"timestamps": "0-based line index (file order = time order)"})
 
 
-# --- yambda -------------------------------------------------------------------------------------
-def _yambda_files(src: Path) -> list[Path]:
-    if src.is_file():
-        return [src]
-    if src.is_dir():
-        files = sorted(f for f in src.rglob("*.parquet") if f.is_file())
-        if files:
-            return files
-        raise FileNotFoundError(f"yambda: no .parquet files under {src}")
-    raise FileNotFoundError(f"yambda: no such file or folder {src}")
-
-
-def _text_column(col: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray | None]:
-    """Binary or invalid-UTF-8 string column -> valid string column (bad values null) + bad-value mask."""
-    if pa.types.is_dictionary(col.type):
-        col = col.cast(col.type.value_type)
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        try:
-            col.validate(full=True)
-            return col, None
-        except pa.ArrowInvalid:  # parquet readers do not check UTF-8
-            col = col.cast(pa.large_binary())
-    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
-        return col, None
-    bad = utf8_bad_rows(col)
-    return pc.if_else(pa.array(bad), pa.scalar(None, col.type), col).cast(pa.string()), bad
-
-
-def _yambda_raw(path: Path) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """One file's raw YAMBDA_COLUMNS (missing optional ones null) + per-column invalid-UTF-8 masks."""
-    try:
-        t = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:  # empty, truncated, not parquet, I/O error
-        raise UnreadableInput(f"yambda: cannot read {path} as parquet: {exc}") from exc
-    require_columns(t, ["uid", "item_id", "timestamp", "is_organic"], f"yambda {path.name}")
-    n = t.num_rows
-    if "event_type" not in t.column_names and path.stem not in YAMBDA_FILES:
-        raise SchemaError(f"yambda {path.name}: no 'event_type' column and the file name is not one of "
-                          f"{sorted(YAMBDA_FILES)} or multi_event")
-    cols, bad = {}, {}
-    for c in YAMBDA_COLUMNS:
-        if c in t.column_names:
-            cols[c], mask = _text_column(t[c])
-            if mask is not None:
-                bad[c] = mask
-        elif c == "event_type":
-            cols[c] = pa.chunked_array([pa.repeat(pa.scalar(YAMBDA_FILES[path.stem]), n)], pa.string())
-        else:
-            cols[c] = pa.chunked_array([pa.nulls(n, pa.float64())])
-    try:
-        cols["event_type"] = pc.cast(cols["event_type"], pa.string())
-    except pa.ArrowException as exc:
-        raise SchemaError(f"yambda {path.name}: column 'event_type' of type {cols['event_type'].type} "
-                          f"is not text ({exc})") from exc
-    return pa.table(cols), bad
-
-
-def import_yambda(src, out_dir, user_buckets: int | None = None) -> dict:
-    """Yambda flat parquet file or folder of files -> dataset."""
-    files = _yambda_files(Path(src))
-    raws, bads = zip(*[_yambda_raw(f) for f in files])
-    try:
-        raws = unify_types(list(raws), YAMBDA_COLUMNS, [f.name for f in files])
-    except SchemaError as exc:
-        raise SchemaError(f"yambda {src}: {exc}") from None
-    raw = pa.concat_tables(raws)
-    source = np.concatenate([np.full(r.num_rows, f.name, dtype=object) for f, r in zip(files, raws)])
-    row = np.concatenate([np.arange(r.num_rows, dtype=np.int64) for r in raws])
-    ck = Checker(raw, source=source, row=row)
-    for c in YAMBDA_COLUMNS:
-        if any(c in b for b in bads):
-            ck.fail(np.concatenate([b.get(c, np.zeros(r.num_rows, bool)) for b, r in zip(bads, raws)]),
-                    f"{c}: invalid UTF-8 bytes")
-    user = ck.int_column("uid", lo=0)
-    item = ck.int_column("item_id", lo=0)
-    ts = ck.int_column("timestamp", lo=0, hi=MAX_TIMESTAMP)
-    organic = ck.bool_column("is_organic", required=True)
-    pct = ck.float_column("played_ratio_pct", lo=0.0)
-    ck.float_column("track_length_seconds", lo=0.0)
-    kinds = ["listen", "like", "dislike", "unlike", "undislike"]
-    et_str = pc.fill_null(raw["event_type"], "")
-    known = pc.is_in(et_str, pa.array(kinds)).to_numpy(zero_copy_only=False)
-    ck.fail(~known, f"event_type: not one of {kinds}")
-    kind_idx = pc.index_in(et_str, pa.array(kinds)).to_numpy(zero_copy_only=False)
-    kind_idx = np.nan_to_num(np.asarray(kind_idx, dtype=np.float64), nan=0).astype(np.int64)
-    et = np.array([EVENT_TYPE_CODE[k] for k in kinds], np.int8)[kind_idx]
-    ck.duplicates({"uid": user.values, "item_id": item.values, "timestamp": ts.values, "event_type": et})
-    n_ooo = ck.time_order(user.values, ts.values)
-    is_listen = kind_idx == 0
-    pr = np.minimum(np.nan_to_num(pct.values) / 100.0, 1.0).astype(np.float32)
-    liked_known = (kind_idx == 1) | (kind_idx == 3)
-    disliked_known = (kind_idx == 2) | (kind_idx == 4)
-    events = _events(
-        ck.n, user.values, item.values, ts.values, organic.values, et,
-        played_ratio=_nullable(pr, pct.null | ~is_listen, pa.float32()),
-        liked=_nullable(kind_idx == 1, ~liked_known, pa.bool_()),
-        disliked=_nullable(kind_idx == 2, ~disliked_known, pa.bool_()),
-    )
-    return _finish("yambda", src, out_dir, ck, events, n_ooo, user_buckets=user_buckets,
-                   extra={"files": [f.name for f in files]})
+# --- yambda: features/yambda.py (streamed) -----------------------------------------------------
 
 
 def import_dataset(fmt: str, src, out_dir, cache_dir=None, user_buckets: int | None = None) -> dict:

@@ -37,11 +37,11 @@ import pyarrow.parquet as pq
 
 from argusrank.features.schema import (EVENT_PARTITIONS, EVENT_SCHEMA, EVENT_TYPES, PARTITION_COLUMN,
                                        check_user_buckets, default_user_buckets)
-from argusrank.features.validate import UnreadableInput
+from argusrank.features.validate import NoValidEvents, UnreadableInput
 
 SORT_KEYS = [("user_id", "ascending", "at_start"), ("timestamp", "ascending", "at_start"),
              ("position", "ascending", "at_start")]
-_PARTITIONING = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.int32())]), flavor="hive")
+EVENT_PARTITIONING = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.int32())]), flavor="hive")
 #: the entries write_dataset owns in a dataset directory (replaced on every write; others are kept)
 DATASET_ENTRIES = frozenset({"events", "rejected", "metadata.json", "items.parquet", "vocab", "truth"})
 
@@ -154,7 +154,7 @@ def sort_events(events: pa.Table) -> pa.Table:
     return events.sort_by(SORT_KEYS)
 
 
-def _items_table(events: pa.Table) -> pa.Table:
+def items_table(events: pa.Table) -> pa.Table:
     g = events.group_by("item_id").aggregate([("item_id", "count"), ("timestamp", "min")])
     t = pa.table({"item_id": g["item_id"], "count": g["item_id_count"].cast(pa.int64()),
                   "first_ts": g["timestamp_min"]})
@@ -184,6 +184,57 @@ def dataset_stats(events: pa.Table) -> dict[str, Any]:
         has_likes=events["liked"].null_count < n,
     )
     return stats
+
+
+def merge_stats(parts: list[dict[str, Any]], items: pa.Table) -> dict[str, Any]:
+    """:func:`dataset_stats` of a table from those of its user buckets' tables (users never span buckets;
+    ``items``: the merged items table). ``n_requests`` adds up: request IDs do not span users."""
+    parts = [p for p in parts if p.get("n_events")]
+    out: dict[str, Any] = {"n_events": sum(p["n_events"] for p in parts)}
+    if not parts:
+        return out
+    total = lambda k: sum(p[k] for p in parts)  # noqa: E731
+    types: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["event_types"].items():
+            types[k] = types.get(k, 0) + v
+    out.update(
+        n_users=total("n_users"), n_items=items.num_rows,
+        max_user_id=max(p["max_user_id"] for p in parts), max_item_id=max(p["max_item_id"] for p in parts),
+        min_item_id=min(p["min_item_id"] for p in parts), min_timestamp=min(p["min_timestamp"] for p in parts),
+        max_timestamp=max(p["max_timestamp"] for p in parts), n_organic=total("n_organic"),
+        n_requests=total("n_requests"), event_types={k: types[k] for k in EVENT_TYPES if k in types},
+        has_played_ratio=any(p["has_played_ratio"] for p in parts), has_likes=any(p["has_likes"] for p in parts),
+    )
+    return out
+
+
+def merge_items(a: pa.Table | None, b: pa.Table) -> pa.Table:
+    """Two items tables (item_id, count, first_ts) as one."""
+    if a is None:
+        return b
+    g = pa.concat_tables([a, b]).group_by("item_id").aggregate([("count", "sum"), ("first_ts", "min")])
+    return pa.table({"item_id": g["item_id"], "count": g["count_sum"], "first_ts": g["first_ts_min"]}).sort_by("item_id")
+
+
+def failed_dir(out_dir) -> Path:
+    """Where an import with no valid row writes its rejected rows when ``out_dir`` holds a dataset."""
+    out = Path(out_dir).resolve()
+    return out.with_name(out.name + ".failed")
+
+
+def fail_import(fmt: str, src, out_dir, rejected: pa.Table, report: dict, vocab: dict | None = None) -> None:
+    """An import that accepted nothing: keep a previous dataset in ``out_dir`` (the rejected rows go to
+    :func:`failed_dir`), else write the rejected rows there; raise NoValidEvents naming the top reasons."""
+    keep_old = (Path(out_dir) / "events").is_dir()  # never replace a dataset by an empty one
+    target = failed_dir(out_dir) if keep_old else Path(out_dir)
+    write_dataset(target, EVENT_SCHEMA.empty_table(), rejected, report, vocab=vocab)
+    n = report["input_rows"]
+    reasons = "; ".join(f"{k} ({v})" for k, v in list(report["rejected_by_reason"].items())[:5])
+    msg = f"{fmt}: no valid events in {src} ({n} rows rejected: {reasons})" if n else f"{fmt}: {src} has no data rows"
+    if keep_old:
+        msg += f"; the previous dataset in {out_dir} is kept, this import's rejected rows are in {target / 'rejected'}"
+    raise NoValidEvents(msg, rejected_dir=target / "rejected")
 
 
 def write_dataset(
@@ -222,11 +273,11 @@ def write_dataset(
             bucket = pc.cast(pc.bit_wise_and(events["user_id"], n_buckets - 1), pa.int32())  # power of two: AND == %
             ds.write_dataset(
                 events.append_column(PARTITION_COLUMN, bucket), out / "events", format="parquet",
-                partitioning=_PARTITIONING, existing_data_behavior="error",
+                partitioning=EVENT_PARTITIONING, existing_data_behavior="error",
                 basename_template="part-{i}.parquet", preserve_order=True,
                 max_rows_per_group=1 << 20,
             )
-        pq.write_table(_items_table(events), out / "items.parquet")
+        pq.write_table(items_table(events), out / "items.parquet")
         for sub, tables in (("rejected", {"rejected": rejected} if rejected is not None else {}),
                             ("vocab", vocab or {}), ("truth", truth or {})):
             for name, value in tables.items():
@@ -293,7 +344,7 @@ def read_events(
     unknown = [c for c in columns if c not in EVENT_SCHEMA.names]
     if unknown:
         raise ValueError(f"unknown event column(s) {unknown}; known: {EVENT_SCHEMA.names}")
-    dset = ds.dataset(path, format="parquet", partitioning=_PARTITIONING)
+    dset = ds.dataset(path, format="parquet", partitioning=EVENT_PARTITIONING)
     flt = None
     if user_buckets is not None:
         flt = ds.field(PARTITION_COLUMN).isin([int(b) for b in user_buckets])

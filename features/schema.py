@@ -73,6 +73,30 @@ def check_user_buckets(n: int) -> int:
     return n
 
 
+def nullable(values: np.ndarray, null: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """``values`` as an arrow array of ``typ``, null where ``null``."""
+    return pa.array(values, type=typ, mask=np.asarray(null, dtype=bool))
+
+
+def event_columns(n: int, user, item, ts, is_organic, event_type, played_ratio=None, liked=None,
+                  disliked=None, rating=None, request_id=None, position=None) -> dict:
+    """Full-length EVENT_SCHEMA columns of ``n`` parsed input rows (None -> all null); what an importer hands
+    to ``Checker.split``."""
+    def nulls(t):
+        return pa.nulls(n, t)
+    return {
+        "user_id": user, "timestamp": ts, "item_id": item,
+        "is_organic": is_organic, "surface": np.full(n, SURFACE_CODE["unknown"], np.int8),
+        "request_id": request_id if request_id is not None else nulls(pa.int64()),
+        "position": position if position is not None else nulls(pa.int16()),
+        "event_type": event_type,
+        "played_ratio": played_ratio if played_ratio is not None else nulls(pa.float32()),
+        "liked": liked if liked is not None else nulls(pa.bool_()),
+        "disliked": disliked if disliked is not None else nulls(pa.bool_()),
+        "rating": rating if rating is not None else nulls(pa.float32()),
+    }
+
+
 def feedback_grade(played_ratio: np.ndarray, liked: np.ndarray, disliked: np.ndarray) -> np.ndarray:
     """Ordinal feedback grade per event: dislike -1, skip 0, listen 1, like 2.
 

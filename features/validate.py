@@ -312,6 +312,27 @@ def unify_types(tables: list[pa.Table], names: list[str], what: list[str]) -> li
     return out
 
 
+def check_compatible_types(schemas: list[pa.Schema], names: list[str], what: list[str]) -> None:
+    """Raise SchemaError (naming the column and the files) when a column's types across files (``what``: one
+    label per schema) could not be unified by :func:`unify_types`: only numbers, booleans and text mix.
+    Works on the files' schemas alone, for importers that never hold the files' data together."""
+    def family(t: pa.DataType) -> str | None:
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        if pa.types.is_null(t):
+            return None  # all null: fits anything
+        if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t):
+            return "number"
+        if _is_stringy(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            return "text"
+        return str(t)
+    for c in names:
+        types = [(w, sc.field(c).type) for w, sc in zip(what, schemas) if c in sc.names]
+        families = {family(t) for _, t in types} - {None}
+        if len(families) > 1 and not families <= {"number", "text"}:
+            found = ", ".join(f"{w}: {t}" for w, t in types)
+            raise SchemaError(f"column {c!r} has incompatible types across files ({found})")
+
+
 def _cast_to(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
     if col.type == target:
         return col

@@ -1,0 +1,262 @@
+"""Yambda flat parquet -> dataset directory, streamed: memory bounded by one record batch and one user bucket.
+
+Yambda releases come in 50M, 500M and 5B events; reading them whole does not fit one machine. The import
+runs in two passes over bounded pieces:
+
+1. each file is read by record batches (``batch_rows``); a batch gets the row rules (types, ranges, event
+   type, UTF-8) of ``features/validate.py``; its rejected rows go to the rejected file, its accepted rows —
+   with their raw values and input position — are spilled to one folder per user bucket (``user_id % S``,
+   S sized to the input rows);
+2. one final bucket (``user_id % B``, B sized to the accepted rows, S a multiple of it) at a time: the rules
+   that need a user's other rows (later duplicates of (uid, item, timestamp, event type) are rejected;
+   steps back in time are counted), the sort, the bucket's events file and its share of the statistics.
+
+The result equals the import of the files read whole (rejected rows in input order included):
+tests/test_data_importers.py runs every case with a batch of a few rows. Mapping of the columns: see
+``features/importers.py``. Not yet on Ray Data: each pass runs in this process, one batch / bucket at a time.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from argusrank.features.io import (DATASET_ENTRIES, EVENT_PARTITIONING, atomic_dir, dataset_stats, fail_import,
+                                   failed_dir, items_table, merge_items, merge_stats, sort_events)
+from argusrank.features.schema import (EVENT_SCHEMA, EVENT_TYPE_CODE, PARTITION_COLUMN, check_user_buckets,
+                                       default_user_buckets, event_columns, nullable)
+from argusrank.features.validate import (MAX_TIMESTAMP, Checker, SchemaError, UnreadableInput, as_text,
+                                         check_compatible_types, require_columns, utf8_bad_rows)
+
+YAMBDA_FILES = {"listens": "listen", "likes": "like", "dislikes": "dislike", "unlikes": "unlike", "undislikes": "undislike"}
+YAMBDA_COLUMNS = ["uid", "item_id", "timestamp", "is_organic", "played_ratio_pct", "track_length_seconds", "event_type"]
+KINDS = ["listen", "like", "dislike", "unlike", "undislike"]
+BATCH_ROWS = 1 << 20  # rows per record batch of pass 1
+
+
+def yambda_files(src: Path) -> list[Path]:
+    """The parquet files of a Yambda source: one file, or every ``*.parquet`` under a folder."""
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        files = sorted(f for f in src.rglob("*.parquet") if f.is_file())
+        if files:
+            return files
+        raise FileNotFoundError(f"yambda: no .parquet files under {src}")
+    raise FileNotFoundError(f"yambda: no such file or folder {src}")
+
+
+def _open(src, files: list[Path]) -> list[pq.ParquetFile]:
+    """Open every file and check its columns before anything is written (unreadable -> UnreadableInput)."""
+    opened = []
+    for path in files:
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:  # empty, truncated, not parquet, I/O error
+            raise UnreadableInput(f"yambda: cannot read {path} as parquet: {exc}") from exc
+        schema = pf.schema_arrow
+        require_columns(schema.empty_table(), ["uid", "item_id", "timestamp", "is_organic"], f"yambda {path.name}")
+        if "event_type" not in schema.names and path.stem not in YAMBDA_FILES:
+            raise SchemaError(f"yambda {path.name}: no 'event_type' column and the file name is not one of "
+                              f"{sorted(YAMBDA_FILES)} or multi_event")
+        opened.append(pf)
+    try:
+        check_compatible_types([pf.schema_arrow for pf in opened], YAMBDA_COLUMNS, [f.name for f in files])
+    except SchemaError as exc:
+        raise SchemaError(f"yambda {src}: {exc}") from None
+    return opened
+
+
+def _text_column(col: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray | None]:
+    """Binary or invalid-UTF-8 string column -> valid string column (bad values null) + bad-value mask."""
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        try:
+            col.validate(full=True)
+            return col, None
+        except pa.ArrowInvalid:  # parquet readers do not check UTF-8
+            col = col.cast(pa.large_binary())
+    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+        return col, None
+    bad = utf8_bad_rows(col)
+    return pc.if_else(pa.array(bad), pa.scalar(None, col.type), col).cast(pa.string()), bad
+
+
+def _raw(t: pa.Table, path: Path) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """A batch's YAMBDA_COLUMNS (missing optional ones null, event_type from the file name) + invalid-UTF-8 masks."""
+    n, cols, bad = t.num_rows, {}, {}
+    for c in YAMBDA_COLUMNS:
+        if c in t.column_names:
+            cols[c], mask = _text_column(t[c])
+            if mask is not None:
+                bad[c] = mask
+        elif c == "event_type":
+            cols[c] = pa.chunked_array([pa.repeat(pa.scalar(YAMBDA_FILES[path.stem]), n)], pa.string())
+        else:
+            cols[c] = pa.chunked_array([pa.nulls(n, pa.float64())])
+    try:
+        cols["event_type"] = pc.cast(cols["event_type"], pa.string())
+    except pa.ArrowException as exc:
+        raise SchemaError(f"yambda {path.name}: column 'event_type' of type {cols['event_type'].type} "
+                          f"is not text ({exc})") from exc
+    return pa.table(cols), bad
+
+
+def _row_rules(raw: pa.Table, bad: dict[str, np.ndarray], source: str, row0: int) -> tuple[Checker, dict]:
+    """The rules of one row alone, over a batch; returns the checker and the parsed EVENT_SCHEMA columns."""
+    ck = Checker(raw, source=np.full(raw.num_rows, source, dtype=object), row=row0 + np.arange(raw.num_rows))
+    for c, mask in bad.items():
+        ck.fail(mask, f"{c}: invalid UTF-8 bytes")
+    user, item = ck.int_column("uid", lo=0), ck.int_column("item_id", lo=0)
+    ts = ck.int_column("timestamp", lo=0, hi=MAX_TIMESTAMP)
+    organic = ck.bool_column("is_organic", required=True)
+    pct = ck.float_column("played_ratio_pct", lo=0.0)
+    ck.float_column("track_length_seconds", lo=0.0)
+    et_str = pc.fill_null(raw["event_type"], "")
+    ck.fail(~pc.is_in(et_str, pa.array(KINDS)).to_numpy(zero_copy_only=False), f"event_type: not one of {KINDS}")
+    kind = pc.index_in(et_str, pa.array(KINDS)).to_numpy(zero_copy_only=False)
+    kind = np.nan_to_num(np.asarray(kind, dtype=np.float64), nan=0).astype(np.int64)
+    et = np.array([EVENT_TYPE_CODE[k] for k in KINDS], np.int8)[kind]
+    played = np.minimum(np.nan_to_num(pct.values) / 100.0, 1.0).astype(np.float32)  # replays/seeks clipped to 1
+    liked_known, disliked_known = (kind == 1) | (kind == 3), (kind == 2) | (kind == 4)
+    events = event_columns(
+        ck.n, user.values, item.values, ts.values, organic.values, et,
+        played_ratio=nullable(played, pct.null | (kind != 0), pa.float32()),
+        liked=nullable(kind == 1, ~liked_known, pa.bool_()), disliked=nullable(kind == 2, ~disliked_known, pa.bool_()))
+    return ck, events
+
+
+def _batches(path: Path, pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The file's YAMBDA_COLUMNS by record batches, read lazily (a corrupt page -> UnreadableInput)."""
+    it = pf.iter_batches(batch_size=batch_rows, columns=[c for c in YAMBDA_COLUMNS if c in pf.schema_arrow.names])
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise UnreadableInput(f"yambda: cannot read {path} as parquet: {exc}") from exc
+        yield batch
+
+
+def _spill(files, opened, spill: Path, n_spill: int, batch_rows: int, rejected: pq.ParquetWriter, bar) -> dict:
+    """Pass 1: row rules per batch; rejected rows to ``rejected``, accepted ones to ``spill/user_bucket=S``."""
+    stats = {"input_rows": 0, "accepted": 0, "reasons": {}}
+    for fi, (path, pf) in enumerate(zip(files, opened)):
+        row0 = 0
+        for bi, batch in enumerate(_batches(path, pf, batch_rows)):
+            raw, bad = _raw(pa.Table.from_batches([batch]), path)
+            ck, events = _row_rules(raw, bad, path.name, row0)
+            accepted, rej = ck.split(events)
+            _count(stats["reasons"], ck.report())
+            if rej.num_rows:
+                rejected.write_table(rej.append_column("_file", pa.array(np.full(rej.num_rows, fi, np.int32))))
+            if accepted.num_rows:
+                keep = pa.array(ck.ok)
+                cols = {f"raw_{c}": as_text(raw[c]).filter(keep) for c in YAMBDA_COLUMNS}
+                cols.update(_file=pa.array(np.full(accepted.num_rows, fi, np.int32)), _row=pa.array(ck.row[ck.ok]))
+                out = accepted.append_column(PARTITION_COLUMN, pc.cast(pc.bit_wise_and(
+                    accepted["user_id"], n_spill - 1), pa.int32()))
+                for k, v in cols.items():
+                    out = out.append_column(k, v)
+                ds.write_dataset(out, spill, format="parquet", partitioning=EVENT_PARTITIONING,
+                                 basename_template=f"f{fi}-b{bi}-{{i}}.parquet", existing_data_behavior="overwrite_or_ignore")
+            stats["input_rows"] += ck.n
+            stats["accepted"] += accepted.num_rows
+            row0 += ck.n
+            bar.update(ck.n)
+    return stats
+
+
+def _count(total: dict[str, int], part: dict[str, int]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + v
+
+
+def _bucket(files, spill: Path, b: int, n_buckets: int, n_spill: int, rejected: pq.ParquetWriter, reasons: dict):
+    """Pass 2 for final bucket ``b``: (sorted accepted events, their stats, items table, steps back in time)."""
+    parts = [spill / f"{PARTITION_COLUMN}={s}" for s in range(b, n_spill, n_buckets)]
+    parts = [p for p in parts if p.is_dir()]
+    if not parts:
+        return None
+    t = ds.dataset([f for p in parts for f in sorted(p.glob("*.parquet"))], format="parquet").to_table().sort_by([("_file", "ascending"), ("_row", "ascending")])
+    raw = pa.table({c: t[f"raw_{c}"] for c in YAMBDA_COLUMNS})
+    names = np.array([f.name for f in files], dtype=object)
+    ck = Checker(raw, source=names[t["_file"].to_numpy()], row=t["_row"].to_numpy())
+    user, ts = t["user_id"].to_numpy(), t["timestamp"].to_numpy()
+    ck.duplicates({"uid": user, "item_id": t["item_id"].to_numpy(), "timestamp": ts,
+                   "event_type": t["event_type"].to_numpy()})
+    n_ooo = ck.time_order(user, ts)
+    accepted, rej = ck.split({f.name: t[f.name] for f in EVENT_SCHEMA})
+    _count(reasons, ck.report())
+    if rej.num_rows:
+        rejected.write_table(rej.append_column("_file", t["_file"].filter(pa.array(~ck.ok))))
+    events = sort_events(accepted)
+    return events, dataset_stats(events), items_table(events), n_ooo
+
+
+def import_yambda(src, out_dir, user_buckets: int | None = None, batch_rows: int | None = None,
+                  spill_buckets: int | None = None) -> dict:
+    """Yambda flat parquet file or folder of files -> dataset (see the module docstring); returns its metadata.
+    ``batch_rows``: rows per record batch of pass 1 (default :data:`BATCH_ROWS`); ``spill_buckets``: pass 1's
+    buckets (default: the final count, or sized to the input rows), a multiple of the final count."""
+    batch_rows = int(batch_rows or BATCH_ROWS)
+    files = yambda_files(Path(src))
+    opened = _open(src, files)
+    n_input = sum(pf.metadata.num_rows for pf in opened)
+    n_spill = check_user_buckets(spill_buckets or user_buckets or default_user_buckets(n_input))
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import-", dir=out_dir.parent))
+    try:
+        rej_schema = pa.schema([(c, pa.string()) for c in YAMBDA_COLUMNS] + [("source", pa.string()), ("row", pa.int64()),
+                                                                           ("reason", pa.string()), ("_file", pa.int32())])
+        with pq.ParquetWriter(work / "rejected.parquet", rej_schema) as rejected:
+            with tqdm(total=n_input, unit="rows", desc="import: validate", disable=None) as bar:
+                s = _spill(files, opened, work / "spill", n_spill, batch_rows, rejected, bar)
+            n_buckets = check_user_buckets(user_buckets) if user_buckets else min(n_spill, default_user_buckets(s["accepted"]))
+            if n_spill % n_buckets:
+                raise ValueError(f"spill_buckets={n_spill} is not a multiple of user_buckets={n_buckets}")
+            buckets, n_ooo = {}, 0
+            for b in tqdm(range(n_buckets), desc="import: sort user buckets", disable=None):  # one in memory at a time
+                got = _bucket(files, work / "spill", b, n_buckets, n_spill, rejected, s["reasons"])
+                if got is not None:
+                    events, buckets[b], items, ooo = got
+                    (work / "events" / f"{PARTITION_COLUMN}={b}").mkdir(parents=True)
+                    pq.write_table(events, work / "events" / f"{PARTITION_COLUMN}={b}" / "part-0.parquet",
+                                   row_group_size=1 << 20)
+                    buckets[b]["items"] = items
+                    n_ooo += ooo
+        rejected_rows = pq.read_table(work / "rejected.parquet")  # input order: file, then row
+        rejected_rows = rejected_rows.sort_by([("_file", "ascending"), ("row", "ascending")]).drop_columns(["_file"])
+        n_acc = sum(p["n_events"] for p in buckets.values())
+        report = {"format": "yambda", "source": str(src), "input_rows": s["input_rows"], "accepted": n_acc,
+                  "rejected": rejected_rows.num_rows, "rejected_by_reason": s["reasons"], "n_out_of_order": n_ooo,
+                  "files": [f.name for f in files]}
+        if not n_acc:
+            fail_import("yambda", src, out_dir, rejected_rows, report)
+        items = None
+        for p in buckets.values():
+            items = merge_items(items, p.pop("items"))
+        meta = {**report, **merge_stats(list(buckets.values()), items), "n_rejected": rejected_rows.num_rows,
+                "partitions": {"column": PARTITION_COLUMN, "n": n_buckets}}
+        with atomic_dir(out_dir, keep=lambda name: name not in DATASET_ENTRIES) as out:
+            shutil.move(str(work / "events"), out / "events")
+            pq.write_table(items, out / "items.parquet")
+            (out / "rejected").mkdir()
+            pq.write_table(rejected_rows, out / "rejected" / "rejected.parquet")
+            (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+        shutil.rmtree(failed_dir(out_dir), ignore_errors=True)  # a stale failed attempt
+        return meta
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
