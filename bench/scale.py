@@ -1,6 +1,6 @@
 """How time and memory grow with the data: each pipeline stage on Yambda-shaped synthetic events, alone.
 
-    python bench/scale.py --sizes 1000000 3000000 [--json PATH|-] [--tmp DIR]
+    python bench/scale.py --sizes 1000000 3000000 [--stages import ...] [--json PATH|-] [--tmp DIR]
 
 Per size: the synthetic generator (``features/synth.py``, setup) writes the events twice, as a Yambda
 ``multi_event`` flat file and as a dataset with request IDs kept (Yambda has none; the ranker set needs
@@ -174,7 +174,7 @@ def measure(name: str, work: Path, n_events: int, log) -> dict:
             "load_avg_1m_end": round(os.getloadavg()[0], 2), **inner}
 
 
-def bench_size(n_events: int, tmp: Path) -> list[dict]:
+def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix=f"scale{n_events}-", dir=tmp))
     rows = []
     try:
@@ -185,7 +185,7 @@ def bench_size(n_events: int, tmp: Path) -> list[dict]:
             events = int(read_metadata(bench_config(work / "home", n_events).dataset_dir)["n_events"])
             print(f"== {events:,} events ({setup.get('n_users'):,} users, {setup.get('n_items'):,} items); "
                   f"setup {setup['seconds']:.1f} s", flush=True)
-            for name in STAGES:
+            for name in stages:
                 row = {"events": events, **measure(name, work, n_events, log)}
                 rows.append(row)
                 print(f"  {name:<14} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
@@ -204,6 +204,8 @@ def main() -> None:
                     help="target event counts (e.g. 1000000 3e6)")
     ap.add_argument("--json", default=None, help="write the JSON to PATH, or '-': one line on stdout")
     ap.add_argument("--tmp", default=None, help="scratch folder (default: the system's temp dir)")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                    help="the stages to run, in pipeline order (a later stage needs the earlier ones' output)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -215,7 +217,7 @@ def main() -> None:
     print(f"machine: {machine()}", flush=True)
     rows = []
     for n in args.sizes:
-        rows += bench_size(n, Path(args.tmp or tempfile.gettempdir()))
+        rows += bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages))
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)
 
 

@@ -40,7 +40,7 @@ from argusrank.features.validate import (MAX_TIMESTAMP, Checker, SchemaError, Un
 YAMBDA_FILES = {"listens": "listen", "likes": "like", "dislikes": "dislike", "unlikes": "unlike", "undislikes": "undislike"}
 YAMBDA_COLUMNS = ["uid", "item_id", "timestamp", "is_organic", "played_ratio_pct", "track_length_seconds", "event_type"]
 KINDS = ["listen", "like", "dislike", "unlike", "undislike"]
-BATCH_ROWS = 1 << 20  # rows per record batch of pass 1
+BATCH_ROWS = 1 << 18  # rows per record batch of pass 1 (~200 MB of working memory)
 
 
 def yambda_files(src: Path) -> list[Path]:
