@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from argusrank.features.io import read_events
+from argusrank.features.io import dataset_stats, items_table, read_events
 from argusrank.features.yambda import import_yambda
 
 CORPUS = Path(__file__).parent / "data" / "yambda"
@@ -55,6 +55,9 @@ def test_duplicates_across_files_and_batches_reject_the_later_copy(tmp_path):
     events, rejected, meta = whole
     assert meta["input_rows"] == len(listens) + len(likes) + len(multi)
     assert meta["accepted"] + meta["rejected"] == meta["input_rows"] and meta["n_events"] == len(events)
+    stats = dataset_stats(read_events(tmp_path / "whole"))  # the statistics merged over buckets = of the whole
+    assert {k: meta[k] for k in stats} == json.loads(json.dumps(stats))
+    assert pq.read_table(tmp_path / "whole" / "items.parquet").equals(items_table(read_events(tmp_path / "whole")))
     dup = [(r["source"], r["row"]) for r in rejected if r["reason"].startswith("duplicate")]
     assert ("listens.parquet", 300) in dup and ("listens.parquet", 301) in dup  # the later copies
     assert ("likes.parquet", 2) in dup and ("multi_event.parquet", 0) in dup  # across files too
