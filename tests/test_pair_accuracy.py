@@ -45,7 +45,7 @@ def test_training_evaluation_and_reference_agree_with_invalid_impressions():
         train = model.finetune_loss(batch, LAG)
     want = _slow(train["scores"], batch)
     assert abs(float(train["pair_accuracy"]) - want) < 1e-6
-    got = pair_accuracy_eval(model, _arrays(batch), LAG, batch_size=2, seed=0)["pair_accuracy"]
+    got = pair_accuracy_eval(model, _arrays(batch), LAG, batch_size=2)["pair_accuracy"]
     assert abs(got - want) < 1e-6
 
 

@@ -259,7 +259,7 @@ def pair_accuracy_sums(model, arrays: dict[str, np.ndarray], lag_s: int, batch_s
     return correct, total, n_pairs
 
 
-def pair_accuracy_eval(model, arrays: dict[str, np.ndarray], lag_s: int, batch_size: int, seed: int) -> dict[str, float]:
+def pair_accuracy_eval(model, arrays: dict[str, np.ndarray], lag_s: int, batch_size: int) -> dict[str, float]:
     """Weighted PairAccuracy (``models.metrics``) over all pairs, with the loss's pair weights
     (pairs touching an invalid impression weigh 0)."""
     correct, total, n_pairs = pair_accuracy_sums(model, arrays, lag_s, batch_size)
@@ -321,7 +321,7 @@ def evaluate_model(
     if not is_pop and protocol == "temporal" and "pairs" in stages:
         arrays = finetune_rows(cfg, hist, model.cfg.max_len, T, T_end)
         if arrays and len(next(iter(arrays.values()))):
-            out.update(pair_accuracy_eval(model, arrays, cfg.finetune.lag_s, ev.batch_size, cfg.seed))
+            out.update(pair_accuracy_eval(model, arrays, cfg.finetune.lag_s, ev.batch_size))
     return out
 
 
