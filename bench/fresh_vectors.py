@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from json_out import emit_json  # noqa: E402
 from machine_info import machine  # noqa: E402
 
-SIZE = ["data.synth.n_users=800", "data.synth.n_items=600", "data.synth.days=30", "train.epochs=2",
-        "finetune.epochs=2"]
+SIZE = ["data.synth.n_users=800", "data.synth.n_items=600", "data.synth.days=30", "train.epochs=2"]  # fine-tuning: defaults
 
 
 def build_home(home: Path, knob: float, seed: int, sets: list[str]):
