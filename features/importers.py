@@ -41,12 +41,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from argusrank.features.io import fail_import, failed_dir, read_input_bytes, split_fields, text_lines, write_dataset
-from argusrank.features.schema import EVENT_TYPE_CODE, SURFACE_CODE
-from argusrank.features.schema import event_columns as _events
-from argusrank.features.schema import nullable as _nullable
+from argusrank.features.schema import EVENT_TYPE_CODE, event_columns, nullable
 from argusrank.features.yambda import import_yambda
 from argusrank.features.validate import (
     MAX_TIMESTAMP,
@@ -54,9 +51,6 @@ from argusrank.features.validate import (
     NoValidEvents,
     SchemaError,
     UnreadableInput,
-    require_columns,
-    unify_types,
-    utf8_bad_rows,
 )
 
 FORMATS = ("yambda", "movielens", "sasrec", "movielens-100k")
@@ -157,11 +151,11 @@ def _movielens_from_bytes(data: bytes, source: str, out_dir, fmt: str, src, user
     ck.duplicates({"user_id": user.values, "item_id": item.values, "timestamp": ts.values})
     n_ooo = ck.time_order(user.values, ts.values)
     r = rating.values
-    events = _events(
+    events = event_columns(
         ck.n, user.values, item.values, ts.values, np.ones(ck.n, bool), et,
-        liked=_nullable(r >= LIKE_AT, rating.null, pa.bool_()),
-        disliked=_nullable(r <= DISLIKE_AT, rating.null, pa.bool_()),
-        rating=_nullable(np.nan_to_num(r).astype(np.float32), rating.null, pa.float32()),
+        liked=nullable(r >= LIKE_AT, rating.null, pa.bool_()),
+        disliked=nullable(r <= DISLIKE_AT, rating.null, pa.bool_()),
+        rating=nullable(np.nan_to_num(r).astype(np.float32), rating.null, pa.float32()),
     )
     return _finish(fmt, src, out_dir, ck, events, n_ooo, user_buckets=user_buckets,
                    extra={"separator": sep or "whitespace",
@@ -225,7 +219,7 @@ def import_sasrec(src, out_dir, user_buckets: int | None = None) -> dict:
         full[ck.ok] = enc.indices.to_numpy(zero_copy_only=False) + start
         ids[name] = full
     n = ck.n
-    events = _events(n, ids["users"], ids["items"], line_idx, np.ones(n, bool),
+    events = event_columns(n, ids["users"], ids["items"], line_idx, np.ones(n, bool),
                      np.full(n, EVENT_TYPE_CODE["interaction"], np.int8))
     return _finish("sasrec", src, out_dir, ck, events, 0, vocab=vocab, user_buckets=user_buckets,
                    extra={"timestamps": "0-based line index (file order = time order)"})

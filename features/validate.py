@@ -282,39 +282,9 @@ def utf8_bad_rows(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return rows
 
 
-def unify_types(tables: list[pa.Table], names: list[str], what: list[str]) -> list[pa.Table]:
-    """Give each column one type across ``tables`` (per-file reads) when that is lossless.
-
-    Integer/boolean mixes become int64 (string if a uint64 value does not fit),
-    integer/float mixes float64 (string past 2**53), anything with text becomes
-    string (the Checker parses text); any other mix raises SchemaError naming
-    the column and the files (``what``: one label per table).
-    """
-    out = list(tables)
-    for c in names:
-        types = {t[c].type for t in tables if t[c].null_count < t.num_rows}  # all-null columns fit anything
-        if len(types) <= 1:
-            target = types.pop() if types else tables[0][c].type
-        elif all(pa.types.is_integer(t) or pa.types.is_boolean(t) for t in types):
-            fits = all(t[c].type != pa.uint64() or (pc.max(t[c]).as_py() or 0) < 2**63 for t in tables)
-            target = pa.int64() if fits else pa.string()
-        elif all(pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t) for t in types):
-            exact = all(not pa.types.is_integer(t[c].type) or t.num_rows == 0
-                        or max(abs(v.as_py() or 0) for v in pc.min_max(t[c]).values()) <= 2**53 for t in tables)
-            target = pa.float64() if exact else pa.string()
-        elif all(_is_stringy(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t)
-                 for t in types):
-            target = pa.string()
-        else:
-            found = ", ".join(f"{w}: {t[c].type}" for w, t in zip(what, tables))
-            raise SchemaError(f"column {c!r} has incompatible types across files ({found})")
-        out = [t.set_column(t.column_names.index(c), c, _cast_to(t[c], target)) for t in out]
-    return out
-
-
 def check_compatible_types(schemas: list[pa.Schema], names: list[str], what: list[str]) -> None:
     """Raise SchemaError (naming the column and the files) when a column's types across files (``what``: one
-    label per schema) could not be unified by :func:`unify_types`: only numbers, booleans and text mix.
+    label per schema) cannot be parsed alike: only numbers, booleans and text mix (the Checker parses each).
     Works on the files' schemas alone, for importers that never hold the files' data together."""
     def family(t: pa.DataType) -> str | None:
         t = t.value_type if pa.types.is_dictionary(t) else t
@@ -331,16 +301,6 @@ def check_compatible_types(schemas: list[pa.Schema], names: list[str], what: lis
         if len(families) > 1 and not families <= {"number", "text"}:
             found = ", ".join(f"{w}: {t}" for w, t in types)
             raise SchemaError(f"column {c!r} has incompatible types across files ({found})")
-
-
-def _cast_to(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
-    if col.type == target:
-        return col
-    if col.null_count == len(col):
-        return pa.chunked_array([pa.nulls(len(col), target)])
-    if target == pa.string() and pa.types.is_boolean(col.type):
-        return pc.cast(pc.cast(col, pa.int8()), target)  # "1"/"0": valid for both int and bool columns
-    return pc.cast(col, target)
 
 
 def concat_rejected(tables: list[pa.Table]) -> pa.Table:

@@ -12,7 +12,7 @@ runs in two passes over bounded pieces:
    steps back in time are counted), the sort, the bucket's events file and its share of the statistics.
 
 The result equals the import of the files read whole (rejected rows in input order included):
-tests/test_data_importers.py runs every case with a batch of a few rows. Mapping of the columns: see
+tests/test_data_yambda_stream.py runs every case with a batch of a few rows. Mapping of the columns: see
 ``features/importers.py``. Not yet on Ray Data: each pass runs in this process, one batch / bucket at a time.
 """
 from __future__ import annotations
