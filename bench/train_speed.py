@@ -20,16 +20,26 @@ from json_out import emit_json  # noqa: E402
 from machine_info import machine_info  # bench/machine_info.py
 
 
-def model_cfgs(d: int, heads: int, layers: int, max_len: int, n_items: int, n_uniform: int) -> dict[str, dict]:
+def model_cfgs(d: int, heads: int, layers: int, max_len: int, n_items: int, n_uniform: int,
+               argus_negatives: list[str] = ()) -> dict[str, dict]:
+    """Configs at one size: sasrec-classic, the sasrec ablation, argus (``n_uniform`` uniform + up to 1,024
+    in-batch negatives) and one ``argus u<U> ib<I>`` per ``"U:I"`` of ``argus_negatives``."""
     from argusrank.models.config import preset, sasrec_config
     from argusrank.models.sasrec_classic import SASRecClassicConfig
 
-    argus = preset("tiny", d_model=d, item_dim=d, nip_dim=d, tower_dim=d, n_layers=layers, n_heads=heads,
-                   max_len=max_len, item_table="catalog", n_items=n_items, n_uniform_negatives=n_uniform,
-                   dropout=0.2, mlp_ratio=1)
-    return {"sasrec-classic": SASRecClassicConfig(d_model=d, n_layers=layers, n_heads=heads, max_len=max_len,
+    def argus_cfg(uniform: int, inbatch: int):
+        return preset("tiny", d_model=d, item_dim=d, nip_dim=d, tower_dim=d, n_layers=layers, n_heads=heads,
+                      max_len=max_len, item_table="catalog", n_items=n_items, n_uniform_negatives=uniform,
+                      n_inbatch_negatives=inbatch, dropout=0.2, mlp_ratio=1)
+
+    argus = argus_cfg(n_uniform, 1024)
+    cfgs = {"sasrec-classic": SASRecClassicConfig(d_model=d, n_layers=layers, n_heads=heads, max_len=max_len,
                                                   n_items=n_items).to_dict(),
             "sasrec": sasrec_config(argus).to_dict(), "argus": argus.to_dict()}
+    for spec in argus_negatives:
+        u, i = (int(x) for x in spec.split(":"))
+        cfgs[f"argus u{u} ib{i}"] = argus_cfg(u, i).to_dict()
+    return cfgs
 
 
 def measure(model_cfg: dict, arrays: dict, items, batch_size: int, mode: str, steps: int, repeats: int,
@@ -83,7 +93,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--models", nargs="+", default=["sasrec-classic", "sasrec", "argus"])
+    ap.add_argument("--models", nargs="+", default=["sasrec-classic", "sasrec", "argus"],
+                    help="among sasrec-classic, sasrec, argus ('argus' also runs the --argus-negatives variants)")
+    ap.add_argument("--argus-negatives", nargs="*", default=[], metavar="U:I",
+                    help="extra argus rows with U uniform and at most I in-batch negatives per position (e.g. 64:256)")
     ap.add_argument("--modes", nargs="+", default=["padded", "trimmed", "bucketed"])
     ap.add_argument("--json", default=None, help="write the results to this file (- prints them)")
     a = ap.parse_args()
@@ -106,11 +119,12 @@ def main() -> None:
     hist = build_histories(read_events(data))
     n_items = int(read_metadata(data)["n_items"])
     rows = []
-    for name, mc in model_cfgs(a.d, a.heads, a.layers, a.max_len, n_items, a.uniform_negatives).items():
-        if name not in a.models:
+    for name, mc in model_cfgs(a.d, a.heads, a.layers, a.max_len, n_items, a.uniform_negatives,
+                               a.argus_negatives).items():
+        if name.split(" ")[0] not in a.models:
             continue
         train = train_histories(hist, Split("loo"))
-        train = restrict(train, positives_only=True) if name != "argus" else train
+        train = train if name.startswith("argus") else restrict(train, positives_only=True)
         arrays = pretrain_arrays(train, a.max_len)
         for mode in a.modes:
             r = measure(mc, arrays, hist.item_id, a.batch_size, mode, a.steps, a.repeats)

@@ -94,15 +94,16 @@ def feature_sets(r: RankerConfig) -> dict[str, tuple[str, ...]]:
     return sets
 
 
-def ranker_rows(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.DataFrame, np.ndarray, int]:
-    """The ranker's impressions of the test window with point-in-time features (Feast, daily vectors; every
-    ARGUS feature of :func:`feature_sets`), the train mask (earliest ``ranker.train_frac`` of requests) and the
-    vectors' model version."""
+def ranker_rows(cfg: ArgusrankConfig, dataset_dir: str | Path,
+                user_vectors: str | None = None) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """The ranker's impressions of the test window with point-in-time features (Feast; every ARGUS feature of
+    :func:`feature_sets`; tower features from ``user_vectors``, default ``ranker.user_vectors``), the train mask
+    (earliest ``ranker.train_frac`` of requests) and the vectors' model version."""
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     imp = impressions(dataset_dir, split.T, split.T_end)
     if imp.empty:
         raise ValueError(f"no recommendation impressions (request_id set) after T={split.T} in {dataset_dir}")
-    feats, version = _with_features(cfg, imp)
+    feats, version = _with_features(cfg, imp, dataset_dir, user_vectors or cfg.ranker.user_vectors)
     return feats, split_requests(feats, cfg.ranker.train_frac), version
 
 
@@ -110,9 +111,13 @@ def _argus_needed(cfg: ArgusrankConfig) -> list[str]:
     return list(dict.fromkeys(f for names in feature_sets(cfg.ranker).values() for f in names if is_argus_feature(f)))
 
 
-def _with_features(cfg: ArgusrankConfig, rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """``rows`` with their point-in-time features (``features.store.historical_features``) and the vectors' version."""
+def _with_features(cfg: ArgusrankConfig, rows: pd.DataFrame, dataset_dir: str | Path,
+                   user_vectors: str) -> tuple[pd.DataFrame, int]:
+    """``rows`` with their point-in-time features (``features.store.historical_features``) and the vectors' version;
+    with ``user_vectors="fresh"`` the tower features from the user vector at each request's time instead of the
+    daily snapshot's (``training.fresh_eval.fresh_tower_features``)."""
     from argusrank.features import store
+    from argusrank.platform.training.fresh_features import fresh_tower_features
 
     cols = ["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]
     feats = store.historical_features(cfg, rows[cols], argus=_argus_needed(cfg))
@@ -121,6 +126,9 @@ def _with_features(cfg: ArgusrankConfig, rows: pd.DataFrame) -> tuple[pd.DataFra
     if not np.isfinite(feats["argus_dot"].to_numpy()).any():
         raise ValueError("no row in the ranker window has both vectors as of its time: "
                          "export snapshots at or before the window (argusrank export) and retry")
+    if user_vectors == "fresh":
+        for f, x in fresh_tower_features(cfg, dataset_dir, feats, version, _argus_needed(cfg)).items():
+            feats[f] = x
     return feats, version
 
 
@@ -171,7 +179,8 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
             first += len(q[0])
             parts.append(rows)
             masks.append(np.full(len(rows), train))
-    feats, version = _with_features(cfg, pd.concat([p for p in parts if len(p)], ignore_index=True))
+    feats, version = _with_features(cfg, pd.concat([p for p in parts if len(p)], ignore_index=True), dataset_dir,
+                                    r.user_vectors)
     final = {"ctx": ctx, "t_split": t_s,  # its own draw: the same test queries whatever train_on is
              "queries": _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True), r.final_queries,
                                 np.random.default_rng(cfg.seed)),
@@ -241,7 +250,7 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     fin = final_list_ndcg(cfg, final, models[chosen], sets[chosen])
     out["final_ndcg@10"], out["final_ndcg@10_seen_filtered"] = fin["seen_kept"], fin["seen_filtered"]
     out["final_ndcg@10_source_order"] = fin["source_order"]
-    out.update(train_on=r.train_on, n_final_queries=int(len(final["queries"][0])),
+    out.update(train_on=r.train_on, user_vectors=r.user_vectors, n_final_queries=int(len(final["queries"][0])),
                n_candidate_rows=final["n_candidate_rows"],
                final_seconds=round(time.perf_counter() - t1, 3))
     out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(groups[is_train]).size),
@@ -251,7 +260,8 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
                ablation=ablation, features_seconds=round(t_features, 3))
 
     with start_run(cfg, "ranker"):
-        mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen})
+        mlflow.log_params({"ranker.vectors_model_version": version, "ranker.chosen": chosen,
+                           "ranker.user_vectors": r.user_vectors})
         mlflow.log_metrics({k: float(v) for k, v in out.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)})
         mlflow.log_metrics({f"ablation.{k.lstrip('+')}.pair_accuracy": v["pair_accuracy"] for k, v in ablation.items()
@@ -270,7 +280,8 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
             if name == chosen:
                 out["ranker_version"] = int(info.registered_model_version)
         # tags (ARGUS version, feature list) first, alias last
-        registry.publish_ranker(cfg, out["ranker_version"], version, r.alias, features=sets[chosen])
+        registry.publish_ranker(cfg, out["ranker_version"], version, r.alias, features=sets[chosen],
+                                user_vectors=r.user_vectors)
     return out
 
 

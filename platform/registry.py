@@ -36,6 +36,8 @@ EVAL_TAG_PREFIX = "eval."
 ARGUS_VERSION_TAG = "argus_model_version"
 #: ranker-version tag: the JSON list of its features in matrix order (what serving must compute for it)
 FEATURES_TAG = "ranker_features"
+#: ranker-version tag: the user vectors its tower features were trained on, "daily" (snapshots) or "fresh"
+USER_VECTORS_TAG = "ranker_user_vectors"
 #: the ARGUS pyfunc's code, logged with each version (MLflow models-from-code)
 PYFUNC_CODE = Path(__file__).resolve().parent / "argus_pyfunc.py"
 
@@ -188,12 +190,15 @@ def ranker_feature_names(mv: ModelVersion) -> tuple[str, ...] | None:
 
 
 def publish_ranker(cfg: ArgusrankConfig, version: int, argus_version: int | None, alias: str,
-                   features: tuple[str, ...] | list[str] | None = None) -> None:
-    """Tag ranker ``version`` with its ARGUS version (and its feature list), THEN move ``alias`` to it: a
-    replica that reloads in between still sees a complete, correctly paired version behind the alias."""
+                   features: tuple[str, ...] | list[str] | None = None, user_vectors: str | None = None) -> None:
+    """Tag ranker ``version`` with its ARGUS version (and its feature list, the user vectors it was trained on:
+    daily or fresh), THEN move ``alias`` to it: a replica that reloads in between still sees a complete,
+    correctly paired version behind the alias."""
     client = setup(cfg)
     name = cfg.mlflow.ranker_model_name
     client.set_model_version_tag(name, str(version), ARGUS_VERSION_TAG, str(argus_version))
     if features is not None:
         client.set_model_version_tag(name, str(version), FEATURES_TAG, json.dumps(list(features)))
+    if user_vectors is not None:
+        client.set_model_version_tag(name, str(version), USER_VECTORS_TAG, user_vectors)
     client.set_registered_model_alias(name, alias, str(version))

@@ -29,6 +29,8 @@ BAD_REQUESTS: list[tuple[str, bytes, set[int], str]] = [
     ("/events", json.dumps({"events": [{"user_id": 1, "item_id": BIG, "timestamp": 5}]}).encode(), {422}, "item_id"),
     ("/events", json.dumps({"user_id": 1, "item_id": 2, "timestamp": 5, "mood": "sad"}).encode(), {422}, "mood"),
     ("/events", json.dumps({"events": []}).encode(), {422}, "events"),
+    ("/events", b"[]", {422}, "events"),
+    ("/events", json.dumps([{"user_id": -1, "item_id": 1, "timestamp": 5}]).encode(), {422}, "user_id"),
     ("/events", b"[" * 2000 + b"]" * 2000, {400}, "nested"),
 ]
 

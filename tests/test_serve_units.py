@@ -95,3 +95,18 @@ def test_publish_ranker_tags_before_it_moves_the_alias(registry_cfg, monkeypatch
     assert calls == ["set_model_version_tag", "set_registered_model_alias"]
     monkeypatch.undo()
     assert resolve_bundle(cfg).as_dict() == {"argus": 7, "ranker": v}
+
+
+def test_events_bodies_one_event_a_wrapped_batch_or_a_bare_list():
+    from fastapi import HTTPException
+
+    from argusrank.platform.serving.http import parse_events
+
+    e = {"user_id": 1, "item_id": 2, "timestamp": 3}
+    assert parse_events(e, 10) == [e]
+    assert parse_events({"events": [e, e]}, 10) == [e, e]
+    assert parse_events([e, e, e], 10) == [e, e, e]  # a bare JSON array is a batch, not one (invalid) event
+    for bad, text in (([], "non-empty"), ({"events": {}}, "non-empty"), ([e] * 11, "at most 10")):
+        with pytest.raises(HTTPException) as err:
+            parse_events(bad, 10)
+        assert err.value.status_code == 422 and text in str(err.value.detail)

@@ -97,9 +97,10 @@ async def parse_json(request: Request, limit: int):
 
 
 def parse_events(obj, max_events: int) -> list:
-    """``POST /events`` bodies: one event object, or ``{"events": [...]}`` (each event is validated later, with
-    the importer's rules, so one bad event does not reject the others)."""
-    events = obj.get("events") if isinstance(obj, dict) and set(obj) == {"events"} else [obj]
+    """``POST /events`` bodies: one event object, ``{"events": [...]}`` or a bare ``[...]`` (each event is
+    validated later, with the importer's rules, so one bad event does not reject the others)."""
+    events = (obj.get("events") if isinstance(obj, dict) and set(obj) == {"events"}
+              else obj if isinstance(obj, list) else [obj])
     if not isinstance(events, list) or not events:
         raise HTTPException(422, ["events: must be a non-empty list of event objects"])
     if len(events) > max_events:
