@@ -97,9 +97,9 @@ class RankerConfig(Section):
     # serves per (user, daily snapshot) of the train part, labelled by what the user did next
     # (platform/training/final_list.py; works on data without impressions)
     train_on: Literal["impressions", "candidates"] = "impressions"
-    # the user vectors of the training rows' tower features (argus_dot and its blocks): daily = the snapshot
-    # before each request (what Feast serves when events reach the platform by the daily export); fresh = the
-    # vector after every event before the request (what POST /events serves); train on what will be served
+    # the user vectors of the training rows' ARGUS features that fresh events move (argus_dot and its blocks,
+    # nip_dot): daily = the snapshot before each request (what Feast serves when events reach the platform by
+    # the daily export); fresh = the vectors after every event before the request (what POST /events serves)
     user_vectors: Literal["daily", "fresh"] = "daily"
     candidate_negatives: int = Field(20, ge=0)  # unlabelled candidates kept per training query (sampled, seed)
     candidate_queries: int = Field(3000, ge=1)  # most (user, snapshot) training queries (sampled, seed)

@@ -97,7 +97,7 @@ def feature_sets(r: RankerConfig) -> dict[str, tuple[str, ...]]:
 def ranker_rows(cfg: ArgusrankConfig, dataset_dir: str | Path,
                 user_vectors: str | None = None) -> tuple[pd.DataFrame, np.ndarray, int]:
     """The ranker's impressions of the test window with point-in-time features (Feast; every ARGUS feature of
-    :func:`feature_sets`; tower features from ``user_vectors``, default ``ranker.user_vectors``), the train mask
+    :func:`feature_sets`; user vectors ``user_vectors``, default ``ranker.user_vectors``), the train mask
     (earliest ``ranker.train_frac`` of requests) and the vectors' model version."""
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     imp = impressions(dataset_dir, split.T, split.T_end)
@@ -114,10 +114,10 @@ def _argus_needed(cfg: ArgusrankConfig) -> list[str]:
 def _with_features(cfg: ArgusrankConfig, rows: pd.DataFrame, dataset_dir: str | Path,
                    user_vectors: str) -> tuple[pd.DataFrame, int]:
     """``rows`` with their point-in-time features (``features.store.historical_features``) and the vectors' version;
-    with ``user_vectors="fresh"`` the tower features from the user vector at each request's time instead of the
-    daily snapshot's (``training.fresh_eval.fresh_tower_features``)."""
+    with ``user_vectors="fresh"`` the features fresh vectors change (tower dots, ``nip_dot``) from the user
+    vectors at each request's time instead of the daily snapshot's (``training.fresh_features``)."""
     from argusrank.features import store
-    from argusrank.platform.training.fresh_features import fresh_tower_features
+    from argusrank.platform.training.fresh_features import fresh_user_features
 
     cols = ["user_id", "item_id", "event_timestamp", "request_id", "ts", "grade"]
     feats = store.historical_features(cfg, rows[cols], argus=_argus_needed(cfg))
@@ -127,7 +127,7 @@ def _with_features(cfg: ArgusrankConfig, rows: pd.DataFrame, dataset_dir: str | 
         raise ValueError("no row in the ranker window has both vectors as of its time: "
                          "export snapshots at or before the window (argusrank export) and retry")
     if user_vectors == "fresh":
-        for f, x in fresh_tower_features(cfg, dataset_dir, feats, version, _argus_needed(cfg)).items():
+        for f, x in fresh_user_features(cfg, dataset_dir, feats, version, _argus_needed(cfg)).items():
             feats[f] = x
     return feats, version
 

@@ -136,38 +136,44 @@ def test_a_user_unknown_offline_gets_a_vector_from_the_online_events_alone(serve
 
 
 def test_fresh_ranker_features_equal_a_full_pass_at_each_request_time(served):
-    """``ranker.user_vectors=fresh`` training rows: the tower features from the user vector after every event
-    strictly before the request (its earliest row's time), against one slow pass per row."""
+    """``ranker.user_vectors=fresh`` training rows: the tower and NIP features from the user vectors after every
+    event strictly before the request (its earliest row's time), against one slow pass per row."""
     import pandas as pd
 
     from argusrank.platform.inference import item_vectors, user_vectors, window_arrays
-    from argusrank.platform.training.fresh_features import fresh_tower_features
+    from argusrank.platform.training.fresh_features import fresh_user_features
+
+    from argusrank.features import vectors
 
     cfg, hist, model = served["cfg"], served["hist"], served["model"]
+    items = served["items"]
+    vectors.write_vectors(cfg, "item_nip", vectors.vector_table("item_nip", items, item_vectors(model, items, "nip"),
+                                                                served["version"], served["end"], 0.0), "v")
     u0, u1 = (int(x) for x in hist.user_ids[:2])
     t0 = int(hist.timestamp[hist.offsets[0] + 5])  # u0's 6th event: strictly before it = 5 events
     t1 = int(hist.timestamp[hist.offsets[2] - 1])  # u1's last event
     first = int(hist.timestamp[hist.offsets[0]])
-    items = served["items"]
     rows = pd.DataFrame({"user_id": [u0, u0, u1, u1, u0, u0],
                          "item_id": [items[0], items[1], items[2], 10**9, items[3], items[4]],
                          "request_id": [1, 1, 2, 2, 3, 3],
                          "ts": [t0, t0 + 999, t1, t1, first, first]})  # request 1's time is its earliest row's
-    got = fresh_tower_features(cfg, cfg.dataset_dir, rows, served["version"],
-                               ["argus_dot", "argus_dot_b0of2", "argus_dot_b1of2", "nip_dot"])
-    assert set(got) == {"argus_dot", "argus_dot_b0of2", "argus_dot_b1of2"}  # tower features only
+    got = fresh_user_features(cfg, cfg.dataset_dir, rows, served["version"],
+                               ["argus_dot", "argus_dot_b0of2", "argus_dot_b1of2", "nip_dot", "fp_liked"])
+    assert set(got) == {"argus_dot", "argus_dot_b0of2", "argus_dot_b1of2", "nip_dot"}  # FP stays daily, as served
 
-    def slow(user: int, before: int, item: int) -> float:
+    def slow(user: int, before: int, item: int, space: str) -> float:
         u = int(np.searchsorted(hist.user_ids, user))
         lo, hi = int(hist.offsets[u]), int(hist.offsets[u + 1])
         end = lo + int((hist.timestamp[lo:hi] < before).sum())
         start = max(lo, end - model.cfg.max_len)
-        vec = user_vectors(model, window_arrays(hist, np.array([start]), np.array([end - start]), None, "tower",
-                                                model.cfg.max_len), "tower")[0]
-        return float(vec.astype(np.float64) @ item_vectors(model, np.array([item]), "tower")[0].astype(np.float64))
+        as_of = hist.timestamp[end - 1:end].astype(np.int64)  # NIP: a feed request at the last event's time
+        vec = user_vectors(model, window_arrays(hist, np.array([start]), np.array([end - start]), as_of, space,
+                                                model.cfg.max_len), space)[0]
+        return float(vec.astype(np.float64) @ item_vectors(model, np.array([item]), space)[0].astype(np.float64))
 
-    want = [slow(u0, t0, items[0]), slow(u0, t0, items[1]), slow(u1, t1, items[2])]
-    np.testing.assert_allclose(got["argus_dot"][:3], want, rtol=1e-4, atol=1e-5)
-    assert np.isnan(got["argus_dot"][3])  # an item without a vector of this version
-    assert np.isnan(got["argus_dot"][4:]).all()  # no event before the request: no fresh vector
+    for feature, space in (("argus_dot", "tower"), ("nip_dot", "nip")):
+        want = [slow(u0, t0, items[0], space), slow(u0, t0, items[1], space), slow(u1, t1, items[2], space)]
+        np.testing.assert_allclose(got[feature][:3], want, rtol=1e-4, atol=1e-5)
+        assert np.isnan(got[feature][3])  # an item without a vector of this version
+        assert np.isnan(got[feature][4:]).all()  # no event before the request: no fresh vector
     np.testing.assert_allclose(got["argus_dot_b0of2"][:3] + got["argus_dot_b1of2"][:3], got["argus_dot"][:3], rtol=1e-6)

@@ -27,13 +27,13 @@ def fresh_vs_lagged(cfg: ArgusrankConfig, dataset_dir: str | Path, ranker_ref: s
     from argusrank.models.ranker import pair_accuracy, score
     from argusrank.platform import registry
     from argusrank.platform.ranker_job import ranker_rows
-    from argusrank.platform.training.fresh_features import fresh_tower_features
+    from argusrank.platform.training.fresh_features import fresh_user_features
 
     feats, is_train, version = ranker_rows(cfg, dataset_dir, user_vectors="daily")
     test = feats[~is_train].reset_index(drop=True)
     ranker, _, names = registry.load_ranker(cfg, ranker_ref or cfg.serve.ranker_alias)
     f_ranker, _, f_names = (ranker, None, names) if fresh_ranker_ref is None else registry.load_ranker(cfg, fresh_ranker_ref)
-    fresh_cols = fresh_tower_features(cfg, dataset_dir, test, version, ("argus_dot", *names, *f_names))
+    fresh_cols = fresh_user_features(cfg, dataset_dir, test, version, ("argus_dot", *names, *f_names))
     raw = {c: test[c].to_numpy() for c in test.columns}
     ts, grades, groups = test["ts"].to_numpy(), test["grade"].to_numpy(), test["request_id"].to_numpy()
     lagged = pair_accuracy(score(ranker, ranker_features(raw, ts, names)), grades, groups)

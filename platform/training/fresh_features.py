@@ -15,8 +15,15 @@ import pandas as pd
 from argusrank.platform.config import ArgusrankConfig
 
 
-def fresh_user_vectors(model, hist, user_ids: np.ndarray, before_ts: np.ndarray) -> np.ndarray:
-    """(n, d) tower vectors after each user's last event strictly before ``before_ts`` (NaN rows for none)."""
+#: the user-vector kinds a fresh event moves online (serving/fresh.py: the tower vector, and the NIP query with
+#: ``serve.fresh_nip``) -> the inference space computing them; the FP user part stays daily
+FRESH_KINDS: dict[str, str] = {"user": "tower", "user_nip": "nip"}
+
+
+def fresh_user_vectors(model, hist, user_ids: np.ndarray, before_ts: np.ndarray, space: str = "tower") -> np.ndarray:
+    """(n, d) vectors of ``space`` after each user's last event strictly before ``before_ts`` (NaN rows for none):
+    the tower vector, or the NIP query of a feed request at that last event's time (what ``POST /events``
+    writes)."""
     from argusrank.features.histories import events_until
     from argusrank.platform.inference import user_vectors, window_arrays
 
@@ -26,9 +33,11 @@ def fresh_user_vectors(model, hist, user_ids: np.ndarray, before_ts: np.ndarray)
     n = np.where(known, end - hist.offsets[np.minimum(uidx, hist.n_users - 1)], 0)
     ok = np.flatnonzero(n > 0)
     L = int(model.cfg.max_len)
-    start = np.maximum(hist.offsets[uidx[ok]], end[ok] - L)
-    vecs = [user_vectors(model, window_arrays(hist, start[i:i + 512], (end[ok] - start)[i:i + 512], None, "tower", L),
-                         "tower") for i in range(0, len(ok), 512)]
+    start, stop = np.maximum(hist.offsets[uidx[ok]], end[ok] - L), end[ok]
+    as_of = hist.timestamp[stop - 1].astype(np.int64) if len(ok) else None
+    vecs = [user_vectors(model, window_arrays(hist, start[i:i + 512], (stop - start)[i:i + 512],
+                                              None if as_of is None else as_of[i:i + 512], space, L), space)
+            for i in range(0, len(ok), 512)]
     dim = vecs[0].shape[1] if vecs else 1
     out = np.full((len(user_ids), dim), np.nan, np.float32)
     if vecs:
@@ -36,34 +45,39 @@ def fresh_user_vectors(model, hist, user_ids: np.ndarray, before_ts: np.ndarray)
     return out
 
 
-def tower_feature_names(names) -> list[str]:
-    """The features among ``names`` computed from the user tower vector (``argus_dot`` and its blocks)."""
+def fresh_feature_names(names) -> list[str]:
+    """The ARGUS features among ``names`` that fresh user vectors change (tower dots, ``nip_dot``)."""
     from argusrank.features.argus_features import is_argus_feature, kinds_for
 
-    return [f for f in names if is_argus_feature(f) and kinds_for([f]) == ("user", "item")]
+    return [f for f in names if is_argus_feature(f) and kinds_for([f])[0] in FRESH_KINDS]
 
 
-def fresh_tower_features(cfg: ArgusrankConfig, dataset_dir: str | Path, rows: pd.DataFrame, version: int,
-                         names) -> dict[str, np.ndarray]:
-    """``{feature: (N,) float64}``: the tower features among ``names`` of ranker ``rows`` (user_id, item_id,
-    request_id, ts) from fresh user vectors at each request's time (its earliest ``ts``; events strictly
-    before it) and the item vectors of model ``version``; NaN where either vector is missing."""
+def fresh_user_features(cfg: ArgusrankConfig, dataset_dir: str | Path, rows: pd.DataFrame, version: int,
+                        names) -> dict[str, np.ndarray]:
+    """``{feature: (N,) float64}``: the features among ``names`` that fresh vectors change (:func:`fresh_feature_names`)
+    of ranker ``rows`` (user_id, item_id, request_id, ts), from the user vectors after every event before each
+    request's time (its earliest ``ts``) and the item vectors of model ``version``; NaN where either is missing."""
     from argusrank.features import vectors
-    from argusrank.features.argus_features import argus_features
+    from argusrank.features.argus_features import argus_features, kinds_for
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
     from argusrank.platform import registry
 
-    tower = tower_feature_names(names)
-    if not tower or rows.empty:
-        return {f: np.full(len(rows), np.nan) for f in tower}
+    fresh = fresh_feature_names(names)
+    if not fresh or rows.empty:
+        return {f: np.full(len(rows), np.nan) for f in fresh}
     model, _ = registry.load_argus(cfg, version)
     hist = build_histories(read_events(dataset_dir))
     start = rows.groupby("request_id")["ts"].transform("min").to_numpy()  # the request's time
     pairs, inv = np.unique(np.stack([rows["user_id"].to_numpy(), start], 1), axis=0, return_inverse=True)
-    users = fresh_user_vectors(model, hist, pairs[:, 0], pairs[:, 1])[inv.ravel()]  # (n, d)
-    ids, items = vectors.read_version(cfg, "item", version)
     item_ids = rows["item_id"].to_numpy()
-    pos = np.minimum(np.searchsorted(ids, item_ids), len(ids) - 1)
-    item_rows = np.where((ids[pos] == item_ids)[:, None], items[pos], np.nan)
-    return argus_features(tower, {"user": users, "item": item_rows}, n=len(rows))
+    vecs: dict[str, np.ndarray] = {}
+    for user_kind in dict.fromkeys(kinds_for(fresh)):
+        if user_kind not in FRESH_KINDS:
+            continue
+        vecs[user_kind] = fresh_user_vectors(model, hist, pairs[:, 0], pairs[:, 1], FRESH_KINDS[user_kind])[inv.ravel()]
+        item_kind = user_kind.replace("user", "item")
+        ids, items = vectors.read_version(cfg, item_kind, version)
+        pos = np.minimum(np.searchsorted(ids, item_ids), len(ids) - 1)
+        vecs[item_kind] = np.where((ids[pos] == item_ids)[:, None], items[pos], np.nan)
+    return argus_features(fresh, vecs, n=len(rows))
