@@ -116,12 +116,12 @@ def main() -> None:
     from rich.table import Table
 
     t = Table(title=f"Fresh user vectors — {mach}")
-    for col in ("session knob", "test requests", "PairAcc lagged", "PairAcc fresh", "fresh vs lagged",
+    for col in ("session knob", "test requests", "PairAcc lagged", "PairAcc fresh", "fresh - lagged ± SE",
                 "fresh, lagged-trained ranker", "dot alone lagged", "dot alone fresh"):
         t.add_column(col, justify="right")
     for knob, v in value.items():
         t.add_row(f"{knob:g}", str(v["n_test_requests"]), f"{v['pair_accuracy_lagged']:.4f}",
-                  f"{v['pair_accuracy_fresh']:.4f}", f"{(v['pair_accuracy_fresh'] / v['pair_accuracy_lagged'] - 1) * 100:+.2f}%",
+                  f"{v['pair_accuracy_fresh']:.4f}", f"{(v['pair_accuracy_fresh'] - v['pair_accuracy_lagged']) * 100:+.2f} ± {v['fresh_minus_lagged_se'] * 100:.2f} pt",
                   f"{v['pair_accuracy_fresh_same_ranker']:.4f}",
                   f"{v['argus_dot_pair_accuracy_lagged']:.4f}", f"{v['argus_dot_pair_accuracy_fresh']:.4f}")
     lt = Table(title=f"event -> vector in the online store, {args.rate:g} events/s, knob {args.session_knob:g}")

@@ -47,6 +47,31 @@ def pair_accuracy(scores: np.ndarray, grades: np.ndarray, groups: np.ndarray) ->
     return float(correct / total) if total > 0 else float("nan")
 
 
+def pair_accuracy_diff_se(scores_a: np.ndarray, scores_b: np.ndarray, grades: np.ndarray, groups: np.ndarray,
+                          n_boot: int = 1000, seed: int = 0) -> float:
+    """Standard error of ``pair_accuracy(scores_a) - pair_accuracy(scores_b)`` on the same rows: a paired bootstrap
+    that resamples whole groups (requests), the unit the pairs are drawn within."""
+    gr = np.asarray(grades, np.float64)
+    i, j = within_group_pairs(groups)
+    better = gr[i] > gr[j]
+    i, j = i[better], j[better]
+    w = gr[i] - gr[j]
+    _, gidx = np.unique(np.asarray(groups)[i], return_inverse=True)
+    n_groups = int(gidx.max()) + 1 if len(gidx) else 0
+    if n_groups < 2:
+        return float("nan")
+
+    def per_group(s: np.ndarray) -> np.ndarray:
+        s = np.asarray(s, np.float64)
+        ok = w * ((s[i] > s[j]) * 1.0 + (s[i] == s[j]) * 0.5)
+        return np.bincount(gidx, ok, n_groups)
+
+    ca, cb, tot = per_group(scores_a), per_group(scores_b), np.bincount(gidx, w, n_groups)
+    counts = np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)
+    t = counts @ tot
+    return float(np.std((counts @ ca - counts @ cb) / t, ddof=1))
+
+
 def _dcg(order_key: np.ndarray, gains: np.ndarray, groups: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-group DCG@k of gains ranked by descending ``order_key``: (group ids, dcg)."""
     o = np.lexsort((-order_key, groups))

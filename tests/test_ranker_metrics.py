@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from argusrank.features.baseline import ARGUS_FEATURES, BASE_FEATURES, ranker_features
-from argusrank.models.ranker import ndcg_at_k, pair_accuracy, score, train_ranker
+from argusrank.models.ranker import ndcg_at_k, pair_accuracy, pair_accuracy_diff_se, score, train_ranker
 
 
 def _slow_pair_accuracy(s, g, q):
@@ -110,3 +110,27 @@ def test_feature_with_true_signal_gives_uplift_same_seed_same_result():
     oracle = pair_accuracy(affinity[~train], grade[~train], q[~train])
     assert res["argus"] > res["base"] + 0.1  # clear margin
     assert res["base"] > 0.5 and oracle > res["base"]
+
+
+def test_pair_accuracy_diff_se_is_a_bootstrap_over_requests():
+    """Each bootstrap draw equals the slow PairAccuracy difference on the requests drawn (with repeats); the SE is
+    their spread, 0 for identical scores and larger for a noisier second scorer."""
+    s, g, q = _random_requests(3, n=120)
+    s2 = s + np.random.default_rng(4).normal(size=len(s))
+    # the requests the bootstrap draws from: those with at least one pair of different grades
+    groups = sorted(k for k in set(q.tolist()) if len(set(g[q == k].tolist())) > 1)
+    counts = np.random.default_rng(0).multinomial(len(groups), np.full(len(groups), 1 / len(groups)), size=20)
+    diffs = []
+    for c in counts:
+        idx, qq = [], []  # every drawn copy of a request becomes a request of its own
+        for r, k in enumerate(groups):
+            for copy in range(c[r]):
+                members = np.flatnonzero(q == k)
+                idx += members.tolist()
+                qq += [r * 1000 + copy] * len(members)
+        idx, qq = np.array(idx), np.array(qq)
+        diffs.append(_slow_pair_accuracy(s[idx], g[idx], qq) - _slow_pair_accuracy(s2[idx], g[idx], qq))
+    assert pair_accuracy_diff_se(s, s2, g, q, n_boot=20) == pytest.approx(np.std(diffs, ddof=1))
+    assert pair_accuracy_diff_se(s, s, g, q) == 0.0
+    assert pair_accuracy_diff_se(s, s2 + 3 * np.random.default_rng(5).normal(size=len(s)), g, q) > \
+        pair_accuracy_diff_se(s, s + 1e-3 * np.random.default_rng(5).normal(size=len(s)), g, q)

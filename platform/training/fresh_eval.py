@@ -22,9 +22,10 @@ def fresh_vs_lagged(cfg: ArgusrankConfig, dataset_dir: str | Path, ranker_ref: s
     window's test requests: lagged vectors scored by the ranker behind ``ranker_ref`` (default
     ``serve.ranker_alias``), fresh ones by the one behind ``fresh_ranker_ref`` (a ranker trained with
     ``ranker.user_vectors=fresh``; default: the same ranker). ``pair_accuracy_fresh_same_ranker``: fresh vectors
-    scored by the lagged one."""
+    scored by the lagged one. ``fresh_minus_lagged_se``: the paired bootstrap SE (over requests) of
+    fresh - lagged."""
     from argusrank.features.baseline import ranker_features
-    from argusrank.models.ranker import pair_accuracy, score
+    from argusrank.models.ranker import pair_accuracy, pair_accuracy_diff_se, score
     from argusrank.platform import registry
     from argusrank.platform.ranker_job import ranker_rows
     from argusrank.platform.training.fresh_features import fresh_user_features
@@ -36,10 +37,12 @@ def fresh_vs_lagged(cfg: ArgusrankConfig, dataset_dir: str | Path, ranker_ref: s
     fresh_cols = fresh_user_features(cfg, dataset_dir, test, version, ("argus_dot", *names, *f_names))
     raw = {c: test[c].to_numpy() for c in test.columns}
     ts, grades, groups = test["ts"].to_numpy(), test["grade"].to_numpy(), test["request_id"].to_numpy()
-    lagged = pair_accuracy(score(ranker, ranker_features(raw, ts, names)), grades, groups)
+    s_lagged = score(ranker, ranker_features(raw, ts, names))
+    s_fresh = score(f_ranker, ranker_features({**raw, **fresh_cols}, ts, f_names))
+    lagged, fresh = pair_accuracy(s_lagged, grades, groups), pair_accuracy(s_fresh, grades, groups)
     fresh_same = pair_accuracy(score(ranker, ranker_features({**raw, **fresh_cols}, ts, names)), grades, groups)
-    fresh = pair_accuracy(score(f_ranker, ranker_features({**raw, **fresh_cols}, ts, f_names)), grades, groups)
     return {"pair_accuracy_lagged": lagged, "pair_accuracy_fresh": fresh, "pair_accuracy_fresh_same_ranker": fresh_same,
+            "fresh_minus_lagged_se": pair_accuracy_diff_se(s_fresh, s_lagged, grades, groups),
             "model_version": version, "n_test_requests": int(np.unique(groups).size),
             "argus_dot_pair_accuracy_lagged": pair_accuracy(np.nan_to_num(raw["argus_dot"], nan=-1e9), grades, groups),
             "argus_dot_pair_accuracy_fresh": pair_accuracy(np.nan_to_num(fresh_cols["argus_dot"], nan=-1e9),
