@@ -6,7 +6,8 @@ Per size: the synthetic generator (``features/synth.py``, setup) writes the even
 ``multi_event`` flat file and as a dataset with request IDs kept (Yambda has none; the ranker set needs
 requests). Then each stage runs in its own Python process, in order, on the same home:
 
-- ``import``: ``data import --format yambda`` of the flat file (read, validate, write the dataset);
+- ``import``: ``data import --format yambda`` of the flat file (read, validate, write the dataset); with
+  ``--import-workers N`` its two passes run as N Ray tasks at once on a local Ray (``features/parallel.py``);
 - ``histories``: read the events and build every user's history (what the driver does for the split,
   evaluation, export and the ranker set);
 - ``pretrain_data``: the arrays one Ray Train worker builds (``worker_arrays``, one worker: all buckets);
@@ -71,8 +72,9 @@ def stage_synth(cfg, work: Path) -> dict:
 def stage_import(cfg, work: Path) -> dict:
     from argusrank.features.importers import import_dataset
 
-    rep = import_dataset("yambda", work / "multi_event.parquet", work / "imported")
-    return {"accepted": rep["accepted"], "rejected": rep["rejected"]}
+    workers = int(os.environ.get("ARGUSRANK_BENCH_IMPORT_WORKERS", "1"))
+    rep = import_dataset("yambda", work / "multi_event.parquet", work / "imported", workers=workers)
+    return {"accepted": rep["accepted"], "rejected": rep["rejected"], "workers": workers}
 
 
 def stage_histories(cfg, work: Path) -> dict:
@@ -206,6 +208,8 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="scratch folder (default: the system's temp dir)")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                     help="the stages to run, in pipeline order (a later stage needs the earlier ones' output)")
+    ap.add_argument("--import-workers", type=int, default=1,
+                    help="import: Ray tasks at once for its two passes (1: in the stage's process)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -213,6 +217,7 @@ def main() -> None:
     if args.stage:
         run_stage(args.stage, args.work, args.n)
         return
+    os.environ["ARGUSRANK_BENCH_IMPORT_WORKERS"] = str(args.import_workers)  # read by the stage's process
     info = machine_info()
     print(f"machine: {machine()}", flush=True)
     rows = []

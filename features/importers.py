@@ -228,15 +228,18 @@ def import_sasrec(src, out_dir, user_buckets: int | None = None) -> dict:
 # --- yambda: features/yambda.py (streamed) -----------------------------------------------------
 
 
-def import_dataset(fmt: str, src, out_dir, cache_dir=None, user_buckets: int | None = None) -> dict:
+def import_dataset(fmt: str, src, out_dir, cache_dir=None, user_buckets: int | None = None, workers: int = 1,
+                   ray_address: str | None = None) -> dict:
     """Import ``src`` in format ``fmt`` into ``out_dir``; returns the report (accepted/rejected counts ...).
     ``user_buckets``: partitions of the events by user (a power of two; default sized to the data).
+    ``workers`` > 1 (yambda): the streamed passes run as that many Ray tasks at once, on the cluster at
+    ``ray_address`` or a local Ray (features/parallel.py); the other formats are small and read whole.
 
     Raises SchemaError (unusable input, names the column) or NoValidEvents
     (every row rejected; rejected/ is still written).
     """
     if fmt == "yambda":
-        return import_yambda(src, out_dir, user_buckets)
+        return import_yambda(src, out_dir, user_buckets, workers=workers, ray_address=ray_address)
     if fmt == "movielens":
         return import_movielens(src, out_dir, user_buckets)
     if fmt == "sasrec":

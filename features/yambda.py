@@ -13,7 +13,10 @@ runs in two passes over bounded pieces:
 
 The result equals the import of the files read whole (rejected rows in input order included):
 tests/test_data_yambda_stream.py runs every case with a batch of a few rows. Mapping of the columns: see
-``features/importers.py``. Not yet on Ray Data: each pass runs in this process, one batch / bucket at a time.
+``features/importers.py``. Both passes are lists of independent units (pass 1: a file's row groups; pass 2: a
+final bucket) that ``workers`` > 1 runs as Ray tasks (``features/parallel.py``), on a local Ray or the cluster of
+``RAY_ADDRESS``; each unit writes its own spill / events / rejected files, merged in unit order, so the result is the
+same for any number of workers (tested).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from tqdm import tqdm
 
 from argusrank.features.io import (DATASET_ENTRIES, EVENT_PARTITIONING, atomic_dir, dataset_stats, fail_import,
                                    failed_dir, items_table, merge_items, merge_stats, sort_events)
+from argusrank.features.parallel import parallel_session, run_units
 from argusrank.features.schema import (EVENT_SCHEMA, EVENT_TYPE_CODE, PARTITION_COLUMN, check_user_buckets,
                                        default_user_buckets, event_columns, nullable)
 from argusrank.features.validate import (MAX_TIMESTAMP, Checker, SchemaError, UnreadableInput, as_text,
@@ -136,9 +140,10 @@ def _row_rules(raw: pa.Table, bad: dict[str, np.ndarray], source: str, row0: int
     return ck, events
 
 
-def _batches(path: Path, pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The file's YAMBDA_COLUMNS by record batches, read lazily (a corrupt page -> UnreadableInput)."""
-    it = pf.iter_batches(batch_size=batch_rows, columns=[c for c in YAMBDA_COLUMNS if c in pf.schema_arrow.names])
+def _batches(path: Path, pf: pq.ParquetFile, batch_rows: int, row_groups: list[int]) -> Iterator[pa.RecordBatch]:
+    """Those row groups' YAMBDA_COLUMNS by record batches, read lazily (a corrupt page -> UnreadableInput)."""
+    it = pf.iter_batches(batch_size=batch_rows, row_groups=row_groups,
+                         columns=[c for c in YAMBDA_COLUMNS if c in pf.schema_arrow.names])
     while True:
         try:
             batch = next(it)
@@ -149,32 +154,57 @@ def _batches(path: Path, pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.Rec
         yield batch
 
 
-def _spill(files, opened, spill: Path, n_spill: int, batch_rows: int, rejected: pq.ParquetWriter, bar) -> dict:
-    """Pass 1: row rules per batch; rejected rows to ``rejected``, accepted ones to ``spill/user_bucket=S``."""
-    stats = {"input_rows": 0, "accepted": 0, "reasons": {}}
+REJECTED_SCHEMA = pa.schema([(c, pa.string()) for c in YAMBDA_COLUMNS] + [("source", pa.string()), ("row", pa.int64()),
+                                                                          ("reason", pa.string()), ("_file", pa.int32())])
+
+
+def _write_rejected(path: Path, parts: list[pa.Table]) -> None:
+    """A unit's rejected rows (with their ``_file``) to its own file; nothing when there are none."""
+    if parts:
+        pq.write_table(pa.concat_tables([t.select(REJECTED_SCHEMA.names).cast(REJECTED_SCHEMA) for t in parts]), path)
+
+
+def _pass1_units(files: list[Path], opened: list[pq.ParquetFile], batch_rows: int) -> list[tuple]:
+    """(file index, path, row groups, first row) per unit: a file's row groups in runs of >= ``batch_rows`` rows."""
+    units = []
     for fi, (path, pf) in enumerate(zip(files, opened)):
-        row0 = 0
-        for bi, batch in enumerate(_batches(path, pf, batch_rows)):
-            raw, bad = _raw(pa.Table.from_batches([batch]), path)
-            ck, events = _row_rules(raw, bad, path.name, row0)
-            accepted, rej = ck.split(events)
-            _count(stats["reasons"], ck.report())
-            if rej.num_rows:
-                rejected.write_table(rej.append_column("_file", pa.array(np.full(rej.num_rows, fi, np.int32))))
-            if accepted.num_rows:
-                keep = pa.array(ck.ok)
-                cols = {f"raw_{c}": as_text(raw[c]).filter(keep) for c in YAMBDA_COLUMNS}
-                cols.update(_file=pa.array(np.full(accepted.num_rows, fi, np.int32)), _row=pa.array(ck.row[ck.ok]))
-                out = accepted.append_column(PARTITION_COLUMN, pc.cast(pc.bit_wise_and(
-                    accepted["user_id"], n_spill - 1), pa.int32()))
-                for k, v in cols.items():
-                    out = out.append_column(k, v)
-                ds.write_dataset(out, spill, format="parquet", partitioning=EVENT_PARTITIONING,
-                                 basename_template=f"f{fi}-b{bi}-{{i}}.parquet", existing_data_behavior="overwrite_or_ignore")
-            stats["input_rows"] += ck.n
-            stats["accepted"] += accepted.num_rows
-            row0 += ck.n
-            bar.update(ck.n)
+        row0, start, n = 0, 0, 0
+        for g in range(pf.metadata.num_row_groups):
+            n += pf.metadata.row_group(g).num_rows
+            if n >= batch_rows or g == pf.metadata.num_row_groups - 1:
+                units.append((fi, str(path), list(range(start, g + 1)), row0))
+                row0, start, n = row0 + n, g + 1, 0
+    return units
+
+
+def _spill(fi: int, path: str, row_groups: list[int], row0: int, work: Path, n_spill: int, batch_rows: int) -> dict:
+    """Pass 1, one unit: row rules per batch; rejected rows to ``work/rejected``, accepted ones to
+    ``work/spill/user_bucket=S``. Returns the unit's counts."""
+    path = Path(path)
+    stats = {"input_rows": 0, "accepted": 0, "reasons": {}}
+    rejected = []
+    for bi, batch in enumerate(_batches(path, pq.ParquetFile(path), batch_rows, row_groups)):
+        raw, bad = _raw(pa.Table.from_batches([batch]), path)
+        ck, events = _row_rules(raw, bad, path.name, row0)
+        accepted, rej = ck.split(events)
+        _count(stats["reasons"], ck.report())
+        if rej.num_rows:
+            rejected.append(rej.append_column("_file", pa.array(np.full(rej.num_rows, fi, np.int32))))
+        if accepted.num_rows:
+            keep = pa.array(ck.ok)
+            cols = {f"raw_{c}": as_text(raw[c]).filter(keep) for c in YAMBDA_COLUMNS}
+            cols.update(_file=pa.array(np.full(accepted.num_rows, fi, np.int32)), _row=pa.array(ck.row[ck.ok]))
+            out = accepted.append_column(PARTITION_COLUMN, pc.cast(pc.bit_wise_and(
+                accepted["user_id"], n_spill - 1), pa.int32()))
+            for k, v in cols.items():
+                out = out.append_column(k, v)
+            ds.write_dataset(out, work / "spill", format="parquet", partitioning=EVENT_PARTITIONING,
+                             basename_template=f"f{fi}-g{row_groups[0]}-b{bi}-{{i}}.parquet",
+                             existing_data_behavior="overwrite_or_ignore")
+        stats["input_rows"] += ck.n
+        stats["accepted"] += accepted.num_rows
+        row0 += ck.n
+    _write_rejected(work / "rejected" / f"p1-f{fi}-g{row_groups[0]}.parquet", rejected)
     return stats
 
 
@@ -183,33 +213,62 @@ def _count(total: dict[str, int], part: dict[str, int]) -> None:
         total[k] = total.get(k, 0) + v
 
 
-def _bucket(files, spill: Path, b: int, n_buckets: int, n_spill: int, rejected: pq.ParquetWriter, reasons: dict):
-    """Pass 2 for final bucket ``b``: (sorted accepted events, their stats, items table, steps back in time)."""
-    parts = [spill / f"{PARTITION_COLUMN}={s}" for s in range(b, n_spill, n_buckets)]
+def _bucket(names: list[str], work: Path, b: int, n_buckets: int, n_spill: int):
+    """Pass 2, final bucket ``b``: its sorted events to ``work/events/user_bucket=b``, its rejected rows to
+    ``work/rejected``; returns (stats, items table, steps back in time, counts by reason), None for no events."""
+    parts = [work / "spill" / f"{PARTITION_COLUMN}={s}" for s in range(b, n_spill, n_buckets)]
     parts = [p for p in parts if p.is_dir()]
     if not parts:
         return None
     t = ds.dataset([f for p in parts for f in sorted(p.glob("*.parquet"))], format="parquet").to_table().sort_by([("_file", "ascending"), ("_row", "ascending")])
     raw = pa.table({c: t[f"raw_{c}"] for c in YAMBDA_COLUMNS})
-    names = np.array([f.name for f in files], dtype=object)
-    ck = Checker(raw, source=names[t["_file"].to_numpy()], row=t["_row"].to_numpy())
+    ck = Checker(raw, source=np.array(names, dtype=object)[t["_file"].to_numpy()], row=t["_row"].to_numpy())
     user, ts = t["user_id"].to_numpy(), t["timestamp"].to_numpy()
     ck.duplicates({"uid": user, "item_id": t["item_id"].to_numpy(), "timestamp": ts,
                    "event_type": t["event_type"].to_numpy()})
     n_ooo = ck.time_order(user, ts)
     accepted, rej = ck.split({f.name: t[f.name] for f in EVENT_SCHEMA})
-    _count(reasons, ck.report())
     if rej.num_rows:
-        rejected.write_table(rej.append_column("_file", t["_file"].filter(pa.array(~ck.ok))))
-    events = sort_events(accepted)
-    return events, dataset_stats(events), items_table(events), n_ooo
+        _write_rejected(work / "rejected" / f"p2-b{b}.parquet", [rej.append_column("_file", t["_file"].filter(pa.array(~ck.ok)))])
+    events = sort_events(accepted)  # never empty: the first copy of a duplicate is kept
+    (work / "events" / f"{PARTITION_COLUMN}={b}").mkdir(parents=True)
+    pq.write_table(events, work / "events" / f"{PARTITION_COLUMN}={b}" / "part-0.parquet", row_group_size=1 << 20)
+    return dataset_stats(events), items_table(events), n_ooo, ck.report()
+
+
+def _passes(files, opened, work: Path, n_spill: int, user_buckets: int | None, batch_rows: int, workers: int):
+    """Both passes; returns (pass-1 counts, final bucket count, stats by bucket, steps back in time, items)."""
+    (work / "rejected").mkdir()
+    s = {"input_rows": 0, "accepted": 0, "reasons": {}}
+    for part in run_units(_spill, [(*u, work, n_spill, batch_rows) for u in _pass1_units(files, opened, batch_rows)],
+                          workers, "import: validate"):
+        s["input_rows"] += part["input_rows"]
+        s["accepted"] += part["accepted"]
+        _count(s["reasons"], part["reasons"])
+    n_buckets = check_user_buckets(user_buckets) if user_buckets else min(n_spill, default_user_buckets(s["accepted"]))
+    if n_spill % n_buckets:
+        raise ValueError(f"spill_buckets={n_spill} is not a multiple of user_buckets={n_buckets}")
+    names = [f.name for f in files]
+    got = run_units(_bucket, [(names, work, b, n_buckets, n_spill) for b in range(n_buckets)], workers,
+                    "import: sort user buckets")  # one bucket in memory per worker
+    buckets, n_ooo, items = {}, 0, None
+    for b, res in enumerate(got):
+        if res is None:
+            continue
+        buckets[b], bucket_items, ooo, reasons = res
+        _count(s["reasons"], reasons)
+        n_ooo += ooo
+        items = merge_items(items, bucket_items)
+    return s, n_buckets, buckets, n_ooo, items
 
 
 def import_yambda(src, out_dir, user_buckets: int | None = None, batch_rows: int | None = None,
-                  spill_buckets: int | None = None) -> dict:
+                  spill_buckets: int | None = None, workers: int = 1, ray_address: str | None = None) -> dict:
     """Yambda flat parquet file or folder of files -> dataset (see the module docstring); returns its metadata.
     ``batch_rows``: rows per record batch of pass 1 (default :data:`BATCH_ROWS`); ``spill_buckets``: pass 1's
-    buckets (default: the final count, or sized to the input rows), a multiple of the final count."""
+    buckets (default: the final count, or sized to the input rows), a multiple of the final count; ``workers``:
+    units run at once as Ray tasks (1: in this process), on the Ray this process uses, else the cluster at
+    ``ray_address``, else a local one."""
     batch_rows = int(batch_rows or BATCH_ROWS)
     files = yambda_files(Path(src))
     opened = _open(src, files)
@@ -219,25 +278,11 @@ def import_yambda(src, out_dir, user_buckets: int | None = None, batch_rows: int
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import-", dir=out_dir.parent))
     try:
-        rej_schema = pa.schema([(c, pa.string()) for c in YAMBDA_COLUMNS] + [("source", pa.string()), ("row", pa.int64()),
-                                                                           ("reason", pa.string()), ("_file", pa.int32())])
-        with pq.ParquetWriter(work / "rejected.parquet", rej_schema) as rejected:
-            with tqdm(total=n_input, unit="rows", desc="import: validate", disable=None) as bar:
-                s = _spill(files, opened, work / "spill", n_spill, batch_rows, rejected, bar)
-            n_buckets = check_user_buckets(user_buckets) if user_buckets else min(n_spill, default_user_buckets(s["accepted"]))
-            if n_spill % n_buckets:
-                raise ValueError(f"spill_buckets={n_spill} is not a multiple of user_buckets={n_buckets}")
-            buckets, n_ooo = {}, 0
-            for b in tqdm(range(n_buckets), desc="import: sort user buckets", disable=None):  # one in memory at a time
-                got = _bucket(files, work / "spill", b, n_buckets, n_spill, rejected, s["reasons"])
-                if got is not None:
-                    events, buckets[b], items, ooo = got
-                    (work / "events" / f"{PARTITION_COLUMN}={b}").mkdir(parents=True)
-                    pq.write_table(events, work / "events" / f"{PARTITION_COLUMN}={b}" / "part-0.parquet",
-                                   row_group_size=1 << 20)
-                    buckets[b]["items"] = items
-                    n_ooo += ooo
-        rejected_rows = pq.read_table(work / "rejected.parquet")  # input order: file, then row
+        with parallel_session(workers, ray_address):
+            s, n_buckets, buckets, n_ooo, items = _passes(files, opened, work, n_spill, user_buckets, batch_rows, workers)
+        parts = sorted((work / "rejected").glob("*.parquet"))
+        rejected_rows = (pa.concat_tables([pq.read_table(f) for f in parts]) if parts
+                         else REJECTED_SCHEMA.empty_table())  # -> input order: file, then row
         rejected_rows = rejected_rows.sort_by([("_file", "ascending"), ("row", "ascending")]).drop_columns(["_file"])
         n_acc = sum(p["n_events"] for p in buckets.values())
         report = {"format": "yambda", "source": str(src), "input_rows": s["input_rows"], "accepted": n_acc,
@@ -245,9 +290,6 @@ def import_yambda(src, out_dir, user_buckets: int | None = None, batch_rows: int
                   "files": [f.name for f in files]}
         if not n_acc:
             fail_import("yambda", src, out_dir, rejected_rows, report)
-        items = None
-        for p in buckets.values():
-            items = merge_items(items, p.pop("items"))
         meta = {**report, **merge_stats(list(buckets.values()), items), "n_rejected": rejected_rows.num_rows,
                 "partitions": {"column": PARTITION_COLUMN, "n": n_buckets}}
         with atomic_dir(out_dir, keep=lambda name: name not in DATASET_ENTRIES) as out:

@@ -36,6 +36,10 @@ def data_import(
         "Partitions of the events by user (a power of two up to 1024; what a training worker reads: more workers "
         "than buckets share a bucket's users). "
         "Default: sized to the data (8 up to 4M events).")),
+    workers: int = typer.Option(1, "--workers", min=1, help=(
+        "yambda: validate row groups and sort user buckets as this many Ray tasks at once (1: in this process).")),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=(
+        "With --workers > 1: the Ray cluster to run on (e.g. 'auto' or host:6379; default: a local Ray).")),
 ) -> None:
     """Import a public log; prints accepted/rejected counts (exit 1: nothing valid, 2: unusable input)."""
     from rich.console import Console
@@ -56,7 +60,8 @@ def data_import(
             raise fail(f"--{exc}")
     try:
         with Console(stderr=True).status(f"importing {fmt} from {src or 'recbole wheel'} ..."):
-            meta = import_dataset(fmt, src, out, cache_dir=cache_dir, user_buckets=user_buckets)
+            meta = import_dataset(fmt, src, out, cache_dir=cache_dir, user_buckets=user_buckets, workers=workers,
+                                  ray_address=ray_address)
     except NoValidEvents as exc:
         raise fail(f"error: {exc} (rejected rows in {getattr(exc, 'rejected_dir', None) or out / 'rejected'})", 1)
     except (SchemaError, OSError, RuntimeError) as exc:

@@ -39,18 +39,24 @@ def _file(rows, **cols):
     return pa.table({**base, **cols})
 
 
-def test_duplicates_across_files_and_batches_reject_the_later_copy(tmp_path):
+def _multi_file_source(tmp_path):
+    """Three files (listens in row groups of 50 rows) whose duplicates span files and batches."""
     src = tmp_path / "src"
     src.mkdir()
     rng = np.random.default_rng(0)
     listens = [(int(u), int(i), int(t)) for u, i, t in zip(rng.integers(0, 40, 300), rng.integers(0, 50, 300),
                                                           rng.integers(0, 10_000, 300))]
     listens += [listens[3], listens[250], (7, -1, 5), (2**40, 3, 9)]  # 2 duplicates, a bad item, a big user id
-    pq.write_table(_file(listens), src / "listens.parquet")
+    pq.write_table(_file(listens), src / "listens.parquet", row_group_size=50)
     likes = [listens[10][:2] + (listens[10][2],), (5, 5, 5), (5, 5, 5)]  # a like at a listen's time: not a duplicate
     pq.write_table(_file(likes), src / "likes.parquet")
     multi = [listens[20], (9, 9, 9)]
     pq.write_table(_file(multi, event_type=["listen", "bogus"]), src / "multi_event.parquet")
+    return src, listens, likes, multi
+
+
+def test_duplicates_across_files_and_batches_reject_the_later_copy(tmp_path):
+    src, listens, likes, multi = _multi_file_source(tmp_path)
     whole = _result(src, tmp_path / "whole")
     events, rejected, meta = whole
     assert meta["input_rows"] == len(listens) + len(likes) + len(multi)
@@ -68,3 +74,21 @@ def test_duplicates_across_files_and_batches_reject_the_later_copy(tmp_path):
                                                                       "multi_event.parquet"].index(k[0]), k[1]))
     for kw in ({"batch_rows": 7}, {"batch_rows": 1, "spill_buckets": 32}, {"batch_rows": 64, "spill_buckets": 1024}):
         assert _result(src, tmp_path / f"b{kw['batch_rows']}", **kw) == whole, kw
+
+
+def test_import_as_ray_tasks_equals_the_import_in_one_process(tmp_path):
+    """workers=2: both passes' units run as Ray tasks in other processes; same events, rejected rows (input
+    order), metadata; a unit's error reaches the caller as itself."""
+    import os
+
+    from argusrank.features.parallel import parallel_session, run_units
+
+    src, *_ = _multi_file_source(tmp_path)
+    here = _result(src, tmp_path / "here", batch_rows=7)
+    with parallel_session(2):
+        assert _result(src, tmp_path / "ray", batch_rows=7, workers=2) == here
+        assert _result(src, tmp_path / "ray64", batch_rows=64, spill_buckets=64, workers=2) == here
+        pids = run_units(lambda i: os.getpid(), [(i,) for i in range(4)], workers=2)
+        assert os.getpid() not in pids
+        with pytest.raises(ZeroDivisionError):
+            run_units(lambda i: 1 // i, [(1,), (0,)], workers=2)
