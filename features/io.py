@@ -319,6 +319,15 @@ def select_users(events: pa.Table, n_buckets: int, modulus: int, remainder: int)
     return events.filter(pa.array((uid // n_buckets) % modulus == remainder))
 
 
+def users_filter(n_buckets: int, modulus: int, remainder: int) -> ds.Expression | None:
+    """:func:`select_users` as a dataset filter, applied while the files are scanned (a worker sharing a bucket
+    never holds the other workers' rows); None for a whole bucket. User IDs are >= 0 (importer rule)."""
+    if modulus == 1:
+        return None
+    q = ds.field("user_id") / int(n_buckets)  # integer division on int64
+    return (q - (q / int(modulus)) * int(modulus)) == int(remainder)
+
+
 def read_metadata(dataset_dir: str | Path) -> dict:
     """The dataset's metadata.json as a dict."""
     p = Path(dataset_dir) / "metadata.json"
@@ -331,11 +340,13 @@ def read_events(
     dataset_dir: str | Path,
     columns: list[str] | None = None,
     user_buckets: Iterable[int] | None = None,
+    users: tuple[int, int] = (1, 0),
 ) -> pa.Table:
     """Read accepted events sorted by (user_id, timestamp, position).
 
     ``columns``: a subset of EVENT_SCHEMA names (default all); ``user_buckets``:
-    only these ``user_id % B`` shards (B = :func:`user_buckets_of`; read without touching the others).
+    only these ``user_id % B`` shards (B = :func:`user_buckets_of`; read without touching the others);
+    ``users``: (modulus, remainder) of :func:`worker_shard`, filtered while scanning (:func:`users_filter`).
     """
     path = Path(dataset_dir) / "events"
     if not path.is_dir():
@@ -348,6 +359,9 @@ def read_events(
     flt = None
     if user_buckets is not None:
         flt = ds.field(PARTITION_COLUMN).isin([int(b) for b in user_buckets])
+    by_user = users_filter(user_buckets_of(dataset_dir), *users) if users[0] != 1 else None
+    if by_user is not None:
+        flt = by_user if flt is None else flt & by_user
     keys = [k[0] for k in SORT_KEYS]
     read_cols = columns + [k for k in keys if k not in columns]
     t = dset.to_table(columns=read_cols, filter=flt)

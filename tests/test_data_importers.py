@@ -407,3 +407,21 @@ def test_worker_shards_partition_the_users_for_any_worker_count(world, n_buckets
     assert (seen == 1).all()  # every user's events on exactly one worker
     with pytest.raises(ValueError, match="rank"):
         worker_shard(world, world, n_buckets)
+
+
+def test_read_events_filters_a_workers_users_while_scanning(tmp_path):
+    """read_events(users=...) gives exactly select_users of the whole read, for every worker sharing a bucket."""
+    from argusrank.features.io import read_events, select_users, user_buckets_of, worker_shard
+    from argusrank.features.config import SynthConfig
+    from argusrank.features.synth import synthesize
+
+    synthesize(SynthConfig(n_users=60, days=5), tmp_path / "d", seed=0, user_buckets=2)
+    B, world = user_buckets_of(tmp_path / "d"), 7
+    total = 0
+    for rank in range(world):
+        buckets, modulus, remainder = worker_shard(rank, world, B)
+        whole = read_events(tmp_path / "d", user_buckets=buckets)
+        got = read_events(tmp_path / "d", user_buckets=buckets, users=(modulus, remainder))
+        assert modulus > 1 and got.equals(select_users(whole, B, modulus, remainder))
+        total += got.num_rows
+    assert total == read_events(tmp_path / "d").num_rows

@@ -51,12 +51,11 @@ def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Spl
     impressions' pairs (fine-tuning) validate. Fine-tuning histories
     are cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
     from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events, select_users, user_buckets_of
+    from argusrank.features.io import read_events
     from argusrank.features.sequences import pretrain_arrays
     from argusrank.platform.training.evaluate import finetune_rows
 
-    events = read_events(dataset_dir, user_buckets=buckets)
-    hist = build_histories(select_users(events, user_buckets_of(dataset_dir), *users))
+    hist = build_histories(read_events(dataset_dir, user_buckets=buckets, users=users))  # only this worker's users
     if stage == "pretrain":
         valid = None
         if cfg.train.valid_every:
