@@ -359,8 +359,8 @@ def read_events(
     flt = None
     if user_buckets is not None:
         flt = ds.field(PARTITION_COLUMN).isin([int(b) for b in user_buckets])
-    by_user = users_filter(user_buckets_of(dataset_dir), *users) if users[0] != 1 else None
-    if by_user is not None:
+    if users[0] != 1:  # a worker's share of its buckets' users, filtered while scanning
+        by_user = users_filter(user_buckets_of(dataset_dir), *users)
         flt = by_user if flt is None else flt & by_user
     keys = [k[0] for k in SORT_KEYS]
     read_cols = columns + [k for k in keys if k not in columns]

@@ -14,8 +14,8 @@ runs in two passes over bounded pieces:
 The result equals the import of the files read whole (rejected rows in input order included):
 tests/test_data_yambda_stream.py runs every case with a batch of a few rows. Mapping of the columns: see
 ``features/importers.py``. Both passes are lists of independent units (pass 1: a file's row groups; pass 2: a
-final bucket) that ``workers`` > 1 runs as Ray tasks (``features/parallel.py``), on a local Ray or the cluster of
-``RAY_ADDRESS``; each unit writes its own spill / events / rejected files, merged in unit order, so the result is the
+final bucket) that ``workers`` > 1 runs as Ray tasks (``features/parallel.py``), on a local Ray or the cluster at
+``ray_address``; each unit writes its own spill / events / rejected files, merged in unit order, so the result is the
 same for any number of workers (tested).
 """
 from __future__ import annotations
@@ -158,10 +158,10 @@ REJECTED_SCHEMA = pa.schema([(c, pa.string()) for c in YAMBDA_COLUMNS] + [("sour
                                                                           ("reason", pa.string()), ("_file", pa.int32())])
 
 
-def _write_rejected(path: Path, parts: list[pa.Table]) -> None:
-    """A unit's rejected rows (with their ``_file``) to its own file; nothing when there are none."""
-    if parts:
-        pq.write_table(pa.concat_tables([t.select(REJECTED_SCHEMA.names).cast(REJECTED_SCHEMA) for t in parts]), path)
+def _write_rejected(path: Path, rejected: pa.Table) -> None:
+    """Rejected rows (with their ``_file``) of one batch or bucket to a file of their own; nothing for none."""
+    if rejected.num_rows:
+        pq.write_table(rejected.select(REJECTED_SCHEMA.names).cast(REJECTED_SCHEMA), path)
 
 
 def _pass1_units(files: list[Path], opened: list[pq.ParquetFile], batch_rows: int) -> list[tuple]:
@@ -182,14 +182,13 @@ def _spill(fi: int, path: str, row_groups: list[int], row0: int, work: Path, n_s
     ``work/spill/user_bucket=S``. Returns the unit's counts."""
     path = Path(path)
     stats = {"input_rows": 0, "accepted": 0, "reasons": {}}
-    rejected = []
     for bi, batch in enumerate(_batches(path, pq.ParquetFile(path), batch_rows, row_groups)):
         raw, bad = _raw(pa.Table.from_batches([batch]), path)
         ck, events = _row_rules(raw, bad, path.name, row0)
         accepted, rej = ck.split(events)
         _count(stats["reasons"], ck.report())
-        if rej.num_rows:
-            rejected.append(rej.append_column("_file", pa.array(np.full(rej.num_rows, fi, np.int32))))
+        _write_rejected(work / "rejected" / f"p1-f{fi}-g{row_groups[0]}-b{bi}.parquet",
+                        rej.append_column("_file", pa.array(np.full(rej.num_rows, fi, np.int32))))
         if accepted.num_rows:
             keep = pa.array(ck.ok)
             cols = {f"raw_{c}": as_text(raw[c]).filter(keep) for c in YAMBDA_COLUMNS}
@@ -204,7 +203,6 @@ def _spill(fi: int, path: str, row_groups: list[int], row0: int, work: Path, n_s
         stats["input_rows"] += ck.n
         stats["accepted"] += accepted.num_rows
         row0 += ck.n
-    _write_rejected(work / "rejected" / f"p1-f{fi}-g{row_groups[0]}.parquet", rejected)
     return stats
 
 
@@ -228,8 +226,7 @@ def _bucket(names: list[str], work: Path, b: int, n_buckets: int, n_spill: int):
                    "event_type": t["event_type"].to_numpy()})
     n_ooo = ck.time_order(user, ts)
     accepted, rej = ck.split({f.name: t[f.name] for f in EVENT_SCHEMA})
-    if rej.num_rows:
-        _write_rejected(work / "rejected" / f"p2-b{b}.parquet", [rej.append_column("_file", t["_file"].filter(pa.array(~ck.ok)))])
+    _write_rejected(work / "rejected" / f"p2-b{b}.parquet", rej.append_column("_file", t["_file"].filter(pa.array(~ck.ok))))
     events = sort_events(accepted)  # never empty: the first copy of a duplicate is kept
     (work / "events" / f"{PARTITION_COLUMN}={b}").mkdir(parents=True)
     pq.write_table(events, work / "events" / f"{PARTITION_COLUMN}={b}" / "part-0.parquet", row_group_size=1 << 20)

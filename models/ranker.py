@@ -37,13 +37,20 @@ def within_group_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[i[keep]], order[j[keep]]
 
 
-def pair_accuracy(scores: np.ndarray, grades: np.ndarray, groups: np.ndarray) -> float:
-    """Weighted PairAccuracy; NaN when no pair has different grades."""
-    s, gr = np.asarray(scores, np.float64), np.asarray(grades, np.float64)
+def _graded_pairs(grades: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs (i, j) of one group with grade i > grade j, and their weights (the grade difference)."""
+    gr = np.asarray(grades, np.float64)
     i, j = within_group_pairs(groups)
     better = gr[i] > gr[j]
     i, j = i[better], j[better]
-    correct, total = pair_accuracy_terms(s[i], s[j], gr[i] - gr[j])
+    return i, j, gr[i] - gr[j]
+
+
+def pair_accuracy(scores: np.ndarray, grades: np.ndarray, groups: np.ndarray) -> float:
+    """Weighted PairAccuracy; NaN when no pair has different grades."""
+    s = np.asarray(scores, np.float64)
+    i, j, w = _graded_pairs(grades, groups)
+    correct, total = pair_accuracy_terms(s[i], s[j], w)
     return float(correct / total) if total > 0 else float("nan")
 
 
@@ -51,11 +58,7 @@ def pair_accuracy_diff_se(scores_a: np.ndarray, scores_b: np.ndarray, grades: np
                           n_boot: int = 1000, seed: int = 0) -> float:
     """Standard error of ``pair_accuracy(scores_a) - pair_accuracy(scores_b)`` on the same rows: a paired bootstrap
     that resamples whole groups (requests), the unit the pairs are drawn within."""
-    gr = np.asarray(grades, np.float64)
-    i, j = within_group_pairs(groups)
-    better = gr[i] > gr[j]
-    i, j = i[better], j[better]
-    w = gr[i] - gr[j]
+    i, j, w = _graded_pairs(grades, groups)
     _, gidx = np.unique(np.asarray(groups)[i], return_inverse=True)
     n_groups = int(gidx.max()) + 1 if len(gidx) else 0
     if n_groups < 2:

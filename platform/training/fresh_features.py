@@ -72,9 +72,7 @@ def fresh_user_features(cfg: ArgusrankConfig, dataset_dir: str | Path, rows: pd.
     pairs, inv = np.unique(np.stack([rows["user_id"].to_numpy(), start], 1), axis=0, return_inverse=True)
     item_ids = rows["item_id"].to_numpy()
     vecs: dict[str, np.ndarray] = {}
-    for user_kind in dict.fromkeys(kinds_for(fresh)):
-        if user_kind not in FRESH_KINDS:
-            continue
+    for user_kind in (k for k in FRESH_KINDS if k in kinds_for(fresh)):
         vecs[user_kind] = fresh_user_vectors(model, hist, pairs[:, 0], pairs[:, 1], FRESH_KINDS[user_kind])[inv.ravel()]
         item_kind = user_kind.replace("user", "item")
         ids, items = vectors.read_version(cfg, item_kind, version)
