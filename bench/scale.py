@@ -88,7 +88,7 @@ def stage_histories(cfg, work: Path) -> dict:
 def stage_pretrain_data(cfg, work: Path) -> dict:
     from argusrank.features.io import user_buckets_of
     from argusrank.features.splits import dataset_split
-    from argusrank.platform.training.worker import worker_arrays
+    from argusrank.platform.training.feed import worker_arrays
 
     split = dataset_split(cfg.dataset_dir, "temporal", cfg.data.test_days)
     arrays, _ = worker_arrays(cfg, str(cfg.dataset_dir), "pretrain", split, list(range(user_buckets_of(cfg.dataset_dir))), 256)

@@ -62,7 +62,7 @@ def test_finetune_validation_pairs_are_the_window_before_t_and_untrained(tmp_pat
     from argusrank.features.splits import dataset_split
     from argusrank.features.synth import synthesize
     from argusrank.platform.config import load_config
-    from argusrank.platform.training.worker import worker_arrays
+    from argusrank.platform.training.feed import worker_arrays
 
     synthesize(SynthConfig(n_users=80, n_items=60, days=21, slate_size=5), tmp_path / "ds", seed=4)
     cfg = load_config(None, {"paths.home": str(tmp_path), "data.test_days": 3, "finetune.valid_days": 2}, env={})

@@ -68,6 +68,12 @@ def fit(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, split: Split,
     fp = fingerprint(cfg, dataset_dir, stage, fp_extra)
     name = run_name(cfg, fp, stage)
     cfg.paths.runs_dir.mkdir(parents=True, exist_ok=True)
+    streamed = {}
+    if stage == "pretrain" and cfg.train.feed == "ray_data":  # rows built and streamed by Ray Data (training/feed.py)
+        from argusrank.platform.training.feed import stream_data_config, stream_datasets
+
+        streamed = {"datasets": stream_datasets(cfg, str(Path(dataset_dir).resolve()), split, cfg.train.num_workers),
+                    "dataset_config": stream_data_config()}
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "stage": stage, "split": split.as_dict(),
@@ -80,6 +86,7 @@ def fit(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, split: Split,
             name=name, storage_path=str(cfg.paths.runs_dir),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)),
+        **streamed,
     )
     t0 = time.perf_counter()
     result = trainer.fit()

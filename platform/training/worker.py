@@ -5,6 +5,8 @@ Inside a worker (:func:`train_loop`):
 - data: worker ``r`` of ``W`` reads only the ``user_bucket`` shards ``b % W == r``
   of the parquet events (no full copy per worker) and builds its own arrays; with more
   workers than buckets, workers share a bucket and split its users (``worker_shard``);
+  with ``train.feed=ray_data`` (pre-training) Ray Data builds them bucket by bucket and the worker
+  streams them through ``get_dataset_shard`` (training/feed.py);
   every worker runs the same number of steps per epoch (shorter shards wrap).
 - order: epoch ``e`` of worker ``r`` shuffles with seed ``(seed, e, r)``, so a
   resumed run sees exactly the batches an uninterrupted one would;
@@ -32,48 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from argusrank.features.splits import Split, train_histories, valid_arrays, validation_split
+from argusrank.features.splits import Split
 from argusrank.platform.config import ArgusrankConfig
 from argusrank.platform.training.checks import worker_cpus
+from argusrank.platform.training.feed import StreamedShard, epoch_batches, mix_seed, n_rows, worker_arrays
 from argusrank.platform.training.state import (
     all_gather, all_reduce, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
-
-
-def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Split, buckets: list[int],
-                  model_max_len: int | None = None, users: tuple[int, int] = (1, 0)) -> tuple[dict, dict | None]:
-    """This worker's training arrays (and validation rows when ``train.valid_every`` /
-    ``finetune.valid_every``), built from its own user_bucket shards only (and of them, the users of
-    ``users`` = (modulus, remainder): features/io.py ``worker_shard``).
-
-    With validation on a temporal split, training stops at the validation window
-    ``[T - valid_days, T)`` (features/splits.py ``validation_split``): its events (pre-training) or its
-    impressions' pairs (fine-tuning) validate. Fine-tuning histories
-    are cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
-    from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
-    from argusrank.features.sequences import pretrain_arrays
-    from argusrank.platform.training.evaluate import finetune_rows
-
-    hist = build_histories(read_events(dataset_dir, user_buckets=buckets, users=users))  # only this worker's users
-    if stage == "pretrain":
-        valid = None
-        if cfg.train.valid_every:
-            split = validation_split(split, cfg.train.valid_days or cfg.data.test_days)
-            valid = valid_arrays(hist, split, cfg.data.max_len)
-            split = Split("temporal", split.T) if split.protocol == "temporal" else split
-        train = train_histories(hist, split, positives_only=cfg.model.kind in ("sasrec", "sasrec-classic"))
-        arrays = pretrain_arrays(train, cfg.data.max_len, min_len=cfg.data.min_history)
-        if cfg.train.positive_targets_only:  # ablation: predict only what evaluation counts
-            arrays["target_mask"] = arrays["target_mask"] & (arrays["grade"] >= 1)
-        return arrays, valid
-    f = cfg.finetune
-    t_to, valid = split.T, None
-    if f.valid_every and split.T is not None:  # impressions of [T - valid_days, T) validate, earlier ones train
-        held = validation_split(split, f.valid_days or cfg.data.test_days)
-        valid = finetune_rows(cfg, hist, model_max_len, held.T, held.T_end)
-        t_to = held.T
-    return finetune_rows(cfg, hist, model_max_len, None, t_to), valid
 
 
 def negative_catalog(dataset_dir: str | Path, split: Split | None) -> np.ndarray:
@@ -86,10 +53,6 @@ def negative_catalog(dataset_dir: str | Path, split: Split | None) -> np.ndarray
     if split is not None and split.T is not None:
         ids = ids[first < split.T]
     return ids.astype(np.int64)
-
-
-def _n_rows(arrays: dict) -> int:
-    return int(len(next(iter(arrays.values())))) if arrays else 0
 
 
 class _Objective(torch.nn.Module):
@@ -133,25 +96,6 @@ def early_stop(best: dict, step: int, patience: int, patience_steps: int = 0) ->
     return best["bad"] >= patience and step - best.get("step", 0) >= patience_steps
 
 
-def _epoch_batches(arrays: dict, batch_size: int, n_steps: int, seed: int, epoch: int, rank: int, buckets: int = 0):
-    """Exactly ``n_steps`` batches for this epoch; the shard wraps around if it is short."""
-    from argusrank.features.sequences import iterate_batches
-
-    made, cycle = 0, 0
-    while made < n_steps:
-        for arr in iterate_batches(arrays, batch_size, shuffle=True, seed=_mix(seed, epoch, rank, cycle), trim=True,
-                                   bucket=buckets):
-            yield arr
-            made += 1
-            if made == n_steps:
-                return
-        cycle += 1
-
-
-def _mix(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
 def train_loop(config: dict) -> None:
     """``train_loop_per_worker``: see the module docstring for what it guarantees."""  # noqa: C901
     import ray.train
@@ -177,9 +121,15 @@ def train_loop(config: dict) -> None:
 
     # ---- data: this worker's shards only
     buckets, *users = worker_shard(rank, world, user_buckets_of(config["dataset_dir"]))
-    arrays, valid = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets, config["model_cfg"]["max_len"],
-                                  users=tuple(users))
-    n_local = math.ceil(_n_rows(arrays) / batch_size)
+    streamed = stage == "pretrain" and t_cfg.feed == "ray_data"
+    if streamed:  # Ray Data builds the rows bucket by bucket (training/feed.py); this worker holds one window
+        shard = StreamedShard.of_worker(rank, batch_size, t_cfg.feed_window, t_cfg.length_buckets, bool(t_cfg.valid_every))
+        n_train, valid = shard.count(), shard.valid()
+    else:
+        arrays, valid = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets,
+                                      config["model_cfg"]["max_len"], users=tuple(users))
+        n_train = n_rows(arrays)
+    n_local = math.ceil(n_train / batch_size)
     steps_per_epoch = int(all_reduce([n_local], "max")[0])
     if steps_per_epoch == 0:
         held = f" or for its validation window ({sched.section}.valid_every=0 trains on it)" if valid is not None else ""
@@ -202,9 +152,9 @@ def train_loop(config: dict) -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(t_cfg.warmup_steps, total_steps // 2),
                                                                        total_steps, t_cfg.lr_schedule))
     clip = getattr(model, "clip_grad", True)
-    random.seed(_mix(seed, rank))
-    np.random.seed(_mix(seed, rank) % (2**32))
-    torch.manual_seed(_mix(seed, rank, 1))
+    random.seed(mix_seed(seed, rank))
+    np.random.seed(mix_seed(seed, rank) % (2**32))
+    torch.manual_seed(mix_seed(seed, rank, 1))
 
     # ---- resume
     epoch, step_in_epoch, history, sums = 0, 0, [], {}
@@ -258,7 +208,8 @@ def train_loop(config: dict) -> None:
         ddp.train()
         bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{stage} epoch {epoch + 1}/{epochs}",
                    disable=rank != 0 or not t_cfg.show_progress, mininterval=2.0)
-        batches = _epoch_batches(arrays, batch_size, steps_per_epoch, seed, epoch, rank, t_cfg.length_buckets)
+        batches = shard.epoch_batches(steps_per_epoch, seed, epoch) if streamed else \
+            epoch_batches(arrays, batch_size, steps_per_epoch, seed, epoch, rank, t_cfg.length_buckets)
         for _ in range(step_in_epoch):  # skip what the checkpoint already trained on (same order)
             next(batches)
         rows: list[tuple[str, float, int]] = []

@@ -1,0 +1,114 @@
+"""The ``ray_data`` training feed (platform/training/feed.py): Ray Data builds a worker's rows bucket by bucket and
+the worker streams them window by window. Compared with the in-memory ``arrays`` feed it replaces: the same rows
+once per epoch, the same batches when a shard fits one window, a replayable order (exact resume), and a whole
+Ray Train job through ``get_dataset_shard`` equal to the ``arrays`` job."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from test_train_ray import make_cfg, planted_dataset
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def bucketed(tmp_path_factory):
+    """48 users in 4 user buckets, with a temporal validation window."""
+    d = tmp_path_factory.mktemp("data") / "planted"
+    planted_dataset(d, n_users=48, length=60, user_buckets=4)
+    return d
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200_000_000, configure_logging=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _feeds(home, data, rank: int, world: int, window: int, **over):
+    """(the ``arrays`` feed's rows and validation rows, a StreamedShard) of worker ``rank`` of ``world``."""
+    from argusrank.features.io import user_buckets_of, worker_shard
+    from argusrank.features.splits import dataset_split
+    from argusrank.platform.training.feed import StreamedShard, stream_datasets, worker_arrays
+
+    cfg = make_cfg(home, **{"train.valid_every": 1, "data.max_len": 16, **over})
+    split = dataset_split(data, "temporal", cfg.data.test_days)
+    buckets, *users = worker_shard(rank, world, user_buckets_of(data))
+    arrays, valid = worker_arrays(cfg, str(data), "pretrain", split, buckets, users=tuple(users))
+    ds = stream_datasets(cfg, str(data), split, world)
+    shard = StreamedShard(ds[f"train_{rank}"].iterator(), ds[f"valid_{rank}"].iterator(), rank,
+                          cfg.train.batch_size, window, cfg.train.length_buckets)
+    return arrays, valid, shard
+
+
+def _row_keys(rows: dict) -> list[tuple]:
+    """One hashable key per row: user, length and every event's item and time."""
+    return sorted((int(u), *it[v].tolist(), *ts[v].tolist())
+                  for u, it, ts, v in zip(rows["user_id"], rows["item_id"], rows["timestamp"], rows["valid"]))
+
+
+def _same_batches(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(np.array_equal(x[k], y[k], equal_nan=True) for k in x)
+                                    for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("world", [3, 6])  # 3 workers over 4 buckets; 6 workers, two of them sharing a bucket
+def test_streamed_epoch_holds_every_row_of_the_shard_once_in_small_windows(tmp_path, bucketed, local_ray, world):
+    from argusrank.platform.training.feed import n_rows
+
+    for rank in range(world):
+        arrays, valid, shard = _feeds(tmp_path, bucketed, rank, world, window=2, **{"train.batch_size": 4})
+        assert shard.count() == n_rows(arrays) > 8  # several windows of 8 rows
+        windows = list(shard._windows())
+        assert len(windows) > 1 and max(n_rows(w) for w in windows) <= 8  # the worker holds one window
+        steps = -(-n_rows(arrays) // 4)
+        batches = list(shard.epoch_batches(steps, seed=0, epoch=0))
+        assert len(batches) == steps
+        assert sorted(k for b in batches for k in _row_keys(b)) == _row_keys(arrays)  # the same rows, each once
+        sv = shard.valid()
+        assert n_rows(sv) == n_rows(valid) > 0 and _row_keys(sv) == _row_keys(valid)
+
+
+def test_streamed_order_is_replayable_wraps_and_differs_by_epoch(tmp_path, bucketed, local_ray):
+    """Exact resume skips the batches a checkpoint trained on in a replay of the epoch's stream: the replay must
+    be the same; a shard shorter than the epoch wraps around; epochs differ."""
+    arrays, _, shard = _feeds(tmp_path, bucketed, 0, 2, window=2, **{"train.batch_size": 4,
+                                                                      "train.length_buckets": 2})
+    steps = -(-len(arrays["user_id"]) // 4)
+    first = list(shard.epoch_batches(steps + 3, seed=5, epoch=1))
+    assert len(first) == steps + 3 and _same_batches(first, list(shard.epoch_batches(steps + 3, seed=5, epoch=1)))
+    resumed = shard.epoch_batches(steps + 3, seed=5, epoch=1)
+    for _ in range(4):
+        next(resumed)
+    assert _same_batches(first[4:], list(resumed))
+    assert not _same_batches(first[:steps], list(shard.epoch_batches(steps, seed=5, epoch=2)))
+
+
+def test_one_window_gives_the_arrays_feeds_batches(tmp_path, bucketed, local_ray):
+    from argusrank.platform.training.feed import epoch_batches
+
+    arrays, valid, shard = _feeds(tmp_path, bucketed, 1, 2, window=1000, **{"train.length_buckets": 3})
+    steps = -(-len(arrays["user_id"]) // 8) + 2  # and wraps
+    want = list(epoch_batches(arrays, 8, steps, seed=0, epoch=3, rank=1, buckets=3))
+    assert _same_batches(want, list(shard.epoch_batches(steps, seed=0, epoch=3)))
+    sv = shard.valid()
+    assert all(np.array_equal(sv[k], valid[k], equal_nan=True) for k in valid)  # same rows, same order
+
+
+def test_ray_train_job_on_the_streamed_feed_equals_the_arrays_job(tmp_path, small_planted, uninterrupted_pretrain):
+    """The shared job (2 workers, 8 buckets, a checkpoint mid-epoch) with ``train.feed=ray_data``: its workers read
+    ``get_dataset_shard`` and end with the history and metrics of the ``arrays`` run (each shard fits a window)."""
+    from train_jobs import start_job, wait_result
+
+    res = wait_result(start_job(tmp_path / "streamed", small_planted, **{"train.feed": "ray_data"}))
+    assert res["final"]
+    assert res["history"] == uninterrupted_pretrain["history"]
+    assert res["metrics"] == uninterrupted_pretrain["metrics"]
