@@ -1,6 +1,7 @@
 """How time and memory grow with the data: each pipeline stage on Yambda-shaped synthetic events, alone.
 
-    python bench/scale.py --sizes 1000000 3000000 [--stages import ...] [--json PATH|-] [--tmp DIR]
+    python bench/scale.py --sizes 1000000 3000000 [--stages import ...] [--feeds arrays ray_data]
+                          [--set KEY=VALUE ...] [--json PATH|-] [--tmp DIR]
 
 Per size: the synthetic generator (``features/synth.py``, setup) writes the events twice, as a Yambda
 ``multi_event`` flat file and as a dataset with request IDs kept (Yambda has none; the ranker set needs
@@ -12,7 +13,8 @@ requests). Then each stage runs in its own Python process, in order, on the same
   evaluation, export and the ranker set);
 - ``pretrain_data``: the arrays one Ray Train worker builds (``worker_arrays``, one worker: all buckets);
 - ``pretrain``: one epoch of the ``tiny`` preset with Ray Train (1 worker), evaluation, registration
-  (``train_seconds``: the Ray Train fit alone);
+  (``train_seconds``: the Ray Train fit alone); ``--feeds arrays ray_data`` runs it once per ``train.feed``
+  (``peak_train_worker_rss_mb``: the Ray Train worker's own peak RSS);
 - ``export``: user/item vectors with Ray Data and the baseline tables (``argusrank export``);
 - ``materialize``: offline parquet -> Feast online store (SQLite);
 - ``ranker_set``: the ranker's point-in-time training set (Feast ``get_historical_features``).
@@ -51,7 +53,8 @@ def bench_config(home: Path, n_events: int):
     return load_config(None, {
         "paths.home": str(home), "seed": 0, "model.preset": "tiny", "train.epochs": 1, "train.num_workers": 1,
         "train.show_progress": False, "data.synth.n_users": max(1, round(n_events / EVENTS_PER_USER)),
-        "data.synth.n_items": max(1000, n_events // 200), "eval.ks": [10]}, env={})
+        "data.synth.n_items": max(1000, n_events // 200), "eval.ks": [10],
+        **json.loads(os.environ.get("ARGUSRANK_BENCH_SET", "{}"))}, env={})
 
 
 # --- the stages, each run in a fresh process (``--stage``) ------------------------------------------
@@ -136,47 +139,55 @@ def run_stage(name: str, work: Path, n_events: int) -> None:
 
 # --- the driver: one process per stage, its process tree's RSS sampled ----------------------------
 
-def tree_rss(pid: int) -> tuple[int, int]:
-    """(sum of RSS in bytes, number of processes) over ``pid`` and all its descendants."""
+def tree_rss(pid: int) -> tuple[int, int, int]:
+    """(sum of RSS in bytes, number of processes, largest RSS of a Ray Train worker) over ``pid`` and all its
+    descendants."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0, 0
-    total = 0
+        return 0, 0, 0
+    total = worker = 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            rss = p.memory_info().rss
+            total += rss
+            if any("RayTrainWorker" in a for a in p.cmdline()):
+                worker = max(worker, rss)
         except psutil.Error:
             pass
-    return total, len(procs)
+    return total, len(procs), worker
 
 
-def measure(name: str, work: Path, n_events: int, log) -> dict:
-    """Run stage ``name`` in a child process; its seconds, process seconds and peak tree RSS."""
+def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = None) -> dict:
+    """Run stage ``name`` in a child process (config ``overrides`` on top of ``--set``'s); its seconds, process
+    seconds, peak tree RSS and the peak RSS of its Ray Train worker (pre-training)."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    if overrides:
+        env["ARGUSRANK_BENCH_SET"] = json.dumps({**json.loads(env.get("ARGUSRANK_BENCH_SET", "{}")), **overrides})
     env.pop("RAY_ADDRESS", None)
     load = round(os.getloadavg()[0], 2)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--stage", name, "--work", str(work), "--n", str(n_events)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    peak, nproc = 0, 0
+    peak, nproc, worker = 0, 0, 0
     while proc.poll() is None:
-        rss, n = tree_rss(proc.pid)
-        peak, nproc = max(peak, rss), max(nproc, n)
+        rss, n, w = tree_rss(proc.pid)
+        peak, nproc, worker = max(peak, rss), max(nproc, n), max(worker, w)
         time.sleep(0.2)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"stage {name} at {n_events:,} events failed ({proc.returncode}): see {log.name}")
     inner = json.loads((work / f"{name}.json").read_text())
     return {"stage": name, "seconds": round(inner.pop("seconds"), 2), "process_seconds": round(wall, 2),
-            "peak_rss_mb": round(peak / 2**20, 1), "max_processes": nproc, "load_avg_1m_start": load,
+            "peak_rss_mb": round(peak / 2**20, 1), "max_processes": nproc,
+            **({"peak_train_worker_rss_mb": round(worker / 2**20, 1)} if worker else {}), "load_avg_1m_start": load,
             "load_avg_1m_end": round(os.getloadavg()[0], 2), **inner}
 
 
-def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES) -> list[dict]:
+def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds: tuple[str, ...] = ("arrays",)) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix=f"scale{n_events}-", dir=tmp))
     rows = []
     try:
@@ -187,10 +198,14 @@ def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES) -> li
             events = int(read_metadata(bench_config(work / "home", n_events).dataset_dir)["n_events"])
             print(f"== {events:,} events ({setup.get('n_users'):,} users, {setup.get('n_items'):,} items); "
                   f"setup {setup['seconds']:.1f} s", flush=True)
-            for name in stages:
-                row = {"events": events, **measure(name, work, n_events, log)}
+            runs = [(name, feed) for name in stages for feed in (feeds if name == "pretrain" else (None,))]
+            for name, feed in runs:
+                row = {"events": events, **measure(name, work, n_events, log, {"train.feed": feed} if feed else None)}
+                if feed:
+                    row["feed"] = feed
                 rows.append(row)
-                print(f"  {name:<14} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
+                label = f"{name}[{feed}]" if feed else name
+                print(f"  {label:<20} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
                       f"({row['process_seconds']:.1f} s in all, {row['max_processes']} processes, "
                       f"load {row['load_avg_1m_start']}->{row['load_avg_1m_end']})", flush=True)
     except Exception:
@@ -210,6 +225,10 @@ def main() -> None:
                     help="the stages to run, in pipeline order (a later stage needs the earlier ones' output)")
     ap.add_argument("--import-workers", type=int, default=1,
                     help="import: Ray tasks at once for its two passes (1: in the stage's process)")
+    ap.add_argument("--feeds", nargs="+", choices=("arrays", "ray_data"), default=["arrays"],
+                    help="pretrain: run it once per training feed (train.feed), on the same data")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every stage, e.g. train.stop_after_steps=200 (values parsed as YAML)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -218,11 +237,15 @@ def main() -> None:
         run_stage(args.stage, args.work, args.n)
         return
     os.environ["ARGUSRANK_BENCH_IMPORT_WORKERS"] = str(args.import_workers)  # read by the stage's process
+    import yaml
+
+    os.environ["ARGUSRANK_BENCH_SET"] = json.dumps({k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args.set)})
     info = machine_info()
     print(f"machine: {machine()}", flush=True)
     rows = []
     for n in args.sizes:
-        rows += bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages))
+        rows += bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages),
+                           tuple(args.feeds))
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)
 
 
