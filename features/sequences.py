@@ -23,6 +23,9 @@ from argusrank.features.histories import Histories, group_pairs, pair_groups
 SEQ_KEYS = ("item_id", "timestamp", "is_organic", "surface", "played_ratio", "liked", "disliked", "valid", "target_mask")
 _PAD = {"item_id": 0, "timestamp": 0, "is_organic": False, "surface": 0, "played_ratio": np.nan,
         "liked": np.nan, "disliked": np.nan, "grade": 0}
+# right-padding of every (N, W) column of training rows (pre-training and fine-tuning)
+ROW_PAD = {**_PAD, "valid": False, "target_mask": False, "imp_item": 0, "imp_time": 0, "imp_valid": False,
+           "imp_grade": 0, "imp_request": -1, "pair_a": 0, "pair_b": 0, "pair_w": 0.0}
 
 
 def _segments(n_per: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +229,24 @@ def trim_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return batch
     return {k: (v[:, :width] if k in SEQ_KEYS or k == "grade" else v) if v.ndim == 2 and v.shape[1] == L else v
             for k, v in batch.items()}
+
+
+def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Rows of several dicts of equal-length arrays, one after the other; (N, W) columns of different widths are
+    right-padded to the widest with :data:`ROW_PAD` (fine-tuning rows of different users' shards differ in
+    history, impression and pair widths)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for k in parts[0]:
+        cols = [p[k] for p in parts]
+        if cols[0].ndim == 2:
+            width = max(c.shape[1] for c in cols)
+            cols = [c if c.shape[1] == width else
+                    np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=np.asarray(ROW_PAD[k], c.dtype))
+                    for c in cols]
+        out[k] = np.concatenate(cols)
+    return out
 
 
 def iterate_batches(arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool, seed: int,

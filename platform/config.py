@@ -60,7 +60,7 @@ class TrainConfig(Section):
     patience_steps: int = Field(0, ge=0)
     valid_days: float | None = Field(None, gt=0)  # temporal validation window before T (None: data.test_days)
     length_buckets: int = Field(0, ge=0)  # >1: batches of similar lengths (sorted in pools of this many batches)
-    # how pre-training workers get their rows (training/feed.py): "arrays" = each worker builds its shard's arrays in
+    # how pre-training and fine-tuning workers get their rows (training/feed.py): "arrays" = each worker builds its shard's arrays in
     # memory; "ray_data" = Ray Data builds them bucket by bucket and streams them (get_dataset_shard), memory one window
     feed: Literal["arrays", "ray_data"] = "arrays"
     feed_window: int = Field(64, ge=1)  # ray_data: batches shuffled together (rows held = feed_window * batch_size)

@@ -23,6 +23,17 @@ def bucketed(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    """60 synthetic users of different history lengths and request counts, in 4 user buckets."""
+    from argusrank.features.config import SynthConfig
+    from argusrank.features.synth import synthesize
+
+    d = tmp_path_factory.mktemp("data") / "synth"
+    synthesize(SynthConfig(n_users=60, n_items=80, days=20), d, seed=0, user_buckets=4)
+    return d
+
+
+@pytest.fixture(scope="module")
 def local_ray():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -33,17 +44,17 @@ def local_ray():
     ray.shutdown()
 
 
-def _feeds(home, data, rank: int, world: int, window: int, **over):
+def _feeds(home, data, rank: int, world: int, window: int, stage: str = "pretrain", **over):
     """(the ``arrays`` feed's rows and validation rows, a StreamedShard) of worker ``rank`` of ``world``."""
     from argusrank.features.io import user_buckets_of, worker_shard
     from argusrank.features.splits import dataset_split
     from argusrank.platform.training.feed import StreamedShard, stream_datasets, worker_arrays
 
-    cfg = make_cfg(home, **{"train.valid_every": 1, "data.max_len": 16, **over})
+    cfg = make_cfg(home, **{"train.valid_every": 1, "finetune.valid_every": 1, "data.max_len": 16, **over})
     split = dataset_split(data, "temporal", cfg.data.test_days)
     buckets, *users = worker_shard(rank, world, user_buckets_of(data))
-    arrays, valid = worker_arrays(cfg, str(data), "pretrain", split, buckets, users=tuple(users))
-    ds = stream_datasets(cfg, str(data), split, world)
+    arrays, valid = worker_arrays(cfg, str(data), stage, split, buckets, cfg.data.max_len, users=tuple(users))
+    ds = stream_datasets(cfg, str(data), split, world, stage, cfg.data.max_len)
     shard = StreamedShard(ds[f"train_{rank}"].iterator(), ds[f"valid_{rank}"].iterator(), rank,
                           cfg.train.batch_size, window, cfg.train.length_buckets)
     return arrays, valid, shard
@@ -112,3 +123,34 @@ def test_ray_train_job_on_the_streamed_feed_equals_the_arrays_job(tmp_path, smal
     assert res["final"]
     assert res["history"] == uninterrupted_pretrain["history"]
     assert res["metrics"] == uninterrupted_pretrain["metrics"]
+
+
+def _unpadded(rows: dict) -> list[tuple]:
+    """Fine-tuning rows without their padding, one key per row: user, history items, impressions and pairs."""
+    return sorted((int(rows["user_id"][r]), tuple(rows["item_id"][r][rows["valid"][r]].tolist()),
+                   tuple(rows["imp_item"][r][rows["imp_valid"][r]].tolist()),
+                   tuple(rows["imp_grade"][r][rows["imp_valid"][r]].tolist()),
+                   tuple(zip(*(rows[k][r][rows["pair_w"][r] > 0].tolist() for k in ("pair_a", "pair_b", "pair_w")))))
+                  for r in range(len(rows["user_id"])))
+
+
+def test_finetune_rows_of_different_widths_stream_padded_and_one_window_gives_the_arrays_batches(
+        tmp_path, varied, local_ray):
+    """Fine-tuning rows differ in history, impression and pair widths from bucket to bucket: a window pads them to
+    its widest (masked), every row arrives once; a shard in one window gives the ``arrays`` feed's batches."""
+    from argusrank.features.sequences import concat_rows
+    from argusrank.platform.training.feed import epoch_batches, n_rows
+
+    arrays, valid, shard = _feeds(tmp_path, varied, 0, 1, window=1, stage="finetune",
+                                  **{"train.batch_size": 5, "finetune.max_impressions": 9})
+    assert {"imp_item", "pair_a"} <= arrays.keys() and n_rows(arrays) > 10
+    windows = list(shard._windows())
+    assert len(windows) > 2 and max(n_rows(w) for w in windows) <= 5
+    assert len({w["pair_a"].shape[1] for w in windows}) > 1  # widths differ from window to window
+    assert _unpadded(concat_rows(windows)) == _unpadded(arrays)  # the same rows, each once, padding masked
+    assert _unpadded(shard.valid()) == _unpadded(valid) and n_rows(valid) > 0
+
+    _, _, whole = _feeds(tmp_path, varied, 0, 1, window=1000, stage="finetune", **{"finetune.max_impressions": 9})
+    steps = -(-n_rows(arrays) // 8)
+    want = list(epoch_batches(arrays, 8, steps, seed=1, epoch=0, rank=0))
+    assert _same_batches(want, list(whole.epoch_batches(steps, seed=1, epoch=0)))

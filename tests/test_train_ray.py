@@ -180,6 +180,18 @@ def test_promote_only_when_better(trained, dataset):
     assert forced["promoted"] and resolve_version(cfg, CHAMPION) == 2
 
 
+def test_finetune_job_on_the_streamed_feed_equals_the_arrays_job(trained, dataset):
+    """``train.feed=ray_data`` fine-tunes from rows Ray Data builds and the worker reads through
+    ``get_dataset_shard`` (their widths padded per window): with the shard in one window, the same run."""
+    from argusrank.platform.training.jobs import run_finetune
+
+    cfg, _, fin = trained
+    streamed = run_finetune(cfg.model_copy(update={"train": cfg.train.model_copy(update={"feed": "ray_data"})}),
+                            dataset, init=fin["init_version"], register=False)
+    assert streamed["history"] == fin["history"] and len(fin["history"]) == cfg.finetune.epochs
+    assert streamed["metrics"]["pair_accuracy"] == fin["metrics"]["pair_accuracy"]
+
+
 def test_bad_configs_fail_before_training(tmp_path, dataset):
     import pydantic
     import ray

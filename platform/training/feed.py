@@ -8,8 +8,9 @@
   length-bucketed) within a window, with seed ``(seed, epoch, rank, window)``. Memory per worker is one window plus
   the bucket being built, not its whole shard. Row order is fixed by the data (buckets in order, users sorted in a
   bucket), so a resumed run replays an epoch's stream and skips what it trained on: exact resume stays exact. A
-  shard that fits one window trains exactly as ``arrays`` does (tested). Pre-training only: fine-tuning rows have
-  data-dependent widths (impressions, pairs) and stay ``arrays``.
+  shard that fits one window trains exactly as ``arrays`` does (tested). Pre-training and fine-tuning alike:
+  fine-tuning rows of different buckets differ in width (history, impressions, pairs); a window right-pads them to
+  its widest (features/sequences.py ``concat_rows``), the padding masked as in one in-memory build.
 
 Both feeds give every worker the same number of steps per epoch (shorter shards wrap around).
 """
@@ -87,20 +88,31 @@ def epoch_batches(arrays: dict, batch_size: int, n_steps: int, seed: int, epoch:
 
 # ---- the ray_data feed ------------------------------------------------------------------------------------------
 
-def _bucket_rows(batch: dict, *, cfg: dict, dataset_dir: str, split: dict, part: str) -> dict:
+def has_validation(cfg: ArgusrankConfig, stage: str, split: Split) -> bool:
+    """Whether :func:`worker_arrays` gives ``stage`` validation rows (``train.valid_every`` /
+    ``finetune.valid_every``; fine-tuning validates on a temporal split only)."""
+    if stage == "pretrain":
+        return bool(cfg.train.valid_every)
+    return bool(cfg.finetune.valid_every) and split.T is not None
+
+
+def _bucket_rows(batch: dict, *, cfg: dict, dataset_dir: str, split: dict, stage: str, part: str,
+                 model_max_len: int | None) -> dict:
     """Ray Data task: one unit (a bucket and a share of its users) -> its training (``part="train"``) or
-    validation rows, sorted by user (the order :func:`worker_arrays` gives them)."""
+    validation rows for ``stage``, sorted by user (the order :func:`worker_arrays` gives them)."""
     cfg_obj = ArgusrankConfig.model_validate(cfg)
     (bucket,), (modulus,), (remainder,) = batch["bucket"], batch["modulus"], batch["remainder"]
-    train, valid = worker_arrays(cfg_obj, dataset_dir, "pretrain", Split.from_dict(split), [int(bucket)],
+    train, valid = worker_arrays(cfg_obj, dataset_dir, stage, Split.from_dict(split), [int(bucket)], model_max_len,
                                  users=(int(modulus), int(remainder)))
     return dict(train if part == "train" else valid)
 
 
-def stream_datasets(cfg: ArgusrankConfig, dataset_dir: str, split: Split, world: int) -> dict:
+def stream_datasets(cfg: ArgusrankConfig, dataset_dir: str, split: Split, world: int, stage: str = "pretrain",
+                    model_max_len: int | None = None) -> dict:
     """Driver side of the ``ray_data`` feed: per worker rank ``r``, ``train_r`` (and ``valid_r`` when
-    ``train.valid_every``): Ray Datasets over its units (the buckets and user share of ``worker_shard``),
-    built lazily by Ray Data tasks of ``train.feed_cpus`` CPUs, at most ``train.feed_concurrency`` at once."""
+    :func:`has_validation`): Ray Datasets over its units (the buckets and user share of ``worker_shard``),
+    one block per unit, built lazily by Ray Data tasks of ``train.feed_cpus`` CPUs, at most
+    ``train.feed_concurrency`` at once."""
     import ray.data
 
     from argusrank.features.io import user_buckets_of, worker_shard
@@ -110,15 +122,14 @@ def stream_datasets(cfg: ArgusrankConfig, dataset_dir: str, split: Split, world:
     for rank in range(world):
         buckets, modulus, remainder = worker_shard(rank, world, n_buckets)
         units = [{"bucket": b, "modulus": modulus, "remainder": remainder} for b in buckets]
-        parts = ["train"] + (["valid"] if cfg.train.valid_every else [])
-        for part in parts:
+        for part in ["train"] + (["valid"] if has_validation(cfg, stage, split) else []):
             ds = ray.data.from_items(units, override_num_blocks=len(units))
             ds.context.execution_options.preserve_order = True  # the stream is the same in every run
             out[f"{part}_{rank}"] = ds.map_batches(
                 _bucket_rows, batch_size=1, batch_format="numpy", num_cpus=cfg.train.feed_cpus,
                 concurrency=cfg.train.feed_concurrency,
                 fn_kwargs={"cfg": cfg.model_dump(mode="json"), "dataset_dir": dataset_dir, "split": split.as_dict(),
-                           "part": part})
+                           "stage": stage, "part": part, "model_max_len": model_max_len})
     return out
 
 
@@ -135,6 +146,14 @@ def _by_user(rows: dict) -> dict:
     """Rows stably sorted by user: a window spanning units in the order one in-memory build gives."""
     order = np.argsort(rows["user_id"], kind="stable")
     return {k: v[order] for k, v in rows.items()}
+
+
+def _blocks(it) -> Iterator[dict]:
+    """The non-empty blocks (one unit's rows, or a part of them) of a Ray Data iterator, as numpy dicts: blocks are
+    never merged by Ray Data, so fine-tuning columns of different widths arrive as they were built."""
+    for rows in it.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        if n_rows(rows):
+            yield rows
 
 
 class StreamedShard:
@@ -156,22 +175,34 @@ class StreamedShard:
         return cls(ray.train.get_dataset_shard(f"train_{rank}"), valid, rank, batch_size, window, length_buckets)
 
     def _windows(self) -> Iterator[dict]:
-        for rows in self.train.iter_batches(batch_size=self.window_rows, batch_format="numpy", prefetch_batches=1):
-            if n_rows(rows):
-                yield _by_user(rows)
+        """The stream cut in windows of ``window_rows`` rows (the last one shorter), each sorted by user."""
+        from argusrank.features.sequences import concat_rows
+
+        held: list[dict] = []
+        n_held = 0
+        for block in _blocks(self.train):
+            held.append(block)
+            n_held += n_rows(block)
+            while n_held >= self.window_rows:
+                rows = concat_rows(held)
+                yield _by_user({k: v[:self.window_rows] for k, v in rows.items()})
+                n_held -= self.window_rows
+                held = [{k: v[self.window_rows:] for k, v in rows.items()}] if n_held else []
+        if n_held:
+            yield _by_user(concat_rows(held))
 
     def count(self) -> int:
         """Training rows of this shard (one pass of the stream)."""
-        return sum(n_rows(w) for w in self._windows())
+        return sum(n_rows(b) for b in _blocks(self.train))
 
     def valid(self) -> dict | None:
         """All validation rows of this shard (one row or a few per user), sorted by user; None without validation."""
+        from argusrank.features.sequences import concat_rows
+
         if self._valid is None:
             return None
-        parts = [rows for rows in self._valid.iter_batches(batch_size=None, batch_format="numpy") if n_rows(rows)]
-        if not parts:
-            return {}
-        return _by_user({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        parts = list(_blocks(self._valid))
+        return _by_user(concat_rows(parts)) if parts else {}
 
     def epoch_batches(self, n_steps: int, seed: int, epoch: int) -> Iterator[dict]:
         """Exactly ``n_steps`` batches for this epoch, window by window; the stream restarts if it is short.

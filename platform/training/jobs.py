@@ -69,10 +69,11 @@ def fit(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, split: Split,
     name = run_name(cfg, fp, stage)
     cfg.paths.runs_dir.mkdir(parents=True, exist_ok=True)
     streamed = {}
-    if stage == "pretrain" and cfg.train.feed == "ray_data":  # rows built and streamed by Ray Data (training/feed.py)
+    if cfg.train.feed == "ray_data":  # rows built and streamed by Ray Data (training/feed.py)
         from argusrank.platform.training.feed import stream_data_config, stream_datasets
 
-        streamed = {"datasets": stream_datasets(cfg, str(Path(dataset_dir).resolve()), split, cfg.train.num_workers),
+        streamed = {"datasets": stream_datasets(cfg, str(Path(dataset_dir).resolve()), split, cfg.train.num_workers,
+                                                stage, model_cfg["max_len"]),
                     "dataset_config": stream_data_config()}
     trainer = TorchTrainer(
         train_loop,

@@ -5,7 +5,7 @@ Inside a worker (:func:`train_loop`):
 - data: worker ``r`` of ``W`` reads only the ``user_bucket`` shards ``b % W == r``
   of the parquet events (no full copy per worker) and builds its own arrays; with more
   workers than buckets, workers share a bucket and split its users (``worker_shard``);
-  with ``train.feed=ray_data`` (pre-training) Ray Data builds them bucket by bucket and the worker
+  with ``train.feed=ray_data`` Ray Data builds them bucket by bucket and the worker
   streams them through ``get_dataset_shard`` (training/feed.py);
   every worker runs the same number of steps per epoch (shorter shards wrap).
 - order: epoch ``e`` of worker ``r`` shuffles with seed ``(seed, e, r)``, so a
@@ -37,7 +37,9 @@ import torch
 from argusrank.features.splits import Split
 from argusrank.platform.config import ArgusrankConfig
 from argusrank.platform.training.checks import worker_cpus
-from argusrank.platform.training.feed import StreamedShard, epoch_batches, mix_seed, n_rows, worker_arrays
+from argusrank.platform.training.feed import (
+    StreamedShard, epoch_batches, has_validation, mix_seed, n_rows, worker_arrays,
+)
 from argusrank.platform.training.state import (
     all_gather, all_reduce, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
@@ -121,9 +123,10 @@ def train_loop(config: dict) -> None:
 
     # ---- data: this worker's shards only
     buckets, *users = worker_shard(rank, world, user_buckets_of(config["dataset_dir"]))
-    streamed = stage == "pretrain" and t_cfg.feed == "ray_data"
+    streamed = t_cfg.feed == "ray_data"
     if streamed:  # Ray Data builds the rows bucket by bucket (training/feed.py); this worker holds one window
-        shard = StreamedShard.of_worker(rank, batch_size, t_cfg.feed_window, t_cfg.length_buckets, bool(t_cfg.valid_every))
+        shard = StreamedShard.of_worker(rank, batch_size, t_cfg.feed_window, t_cfg.length_buckets,
+                                        has_validation(cfg, stage, split))
         n_train, valid = shard.count(), shard.valid()
     else:
         arrays, valid = worker_arrays(cfg, config["dataset_dir"], stage, split, buckets,
