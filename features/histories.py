@@ -7,6 +7,7 @@ order. Everything here is vectorized (lexsort, cumsum, fancy indexing).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -106,6 +107,22 @@ def build_histories(events: pa.Table) -> Histories:
     )
 
 
+def histories_by_bucket(dataset_dir, hist: Histories | None = None, desc: str = "histories") -> Iterator[Histories]:
+    """A dataset's histories one user bucket at a time (``hist`` itself when given), with progress: a pass over
+    all users that holds one bucket's histories, whatever the data size."""
+    from tqdm import tqdm
+
+    from argusrank.features.io import read_events, user_buckets_of
+
+    if hist is not None:
+        yield hist
+        return
+    for b in tqdm(range(user_buckets_of(dataset_dir)), desc=f"{desc} (user buckets)", mininterval=5.0, disable=None):
+        part = build_histories(read_events(dataset_dir, user_buckets=[b]))
+        if part.n_users:
+            yield part
+
+
 def events_until(hist: Histories, user_idx: np.ndarray, ts: np.ndarray, inclusive: bool = True) -> np.ndarray:
     """End offsets (exclusive) of each user's events at or before ``ts`` (``inclusive``), else strictly before:
     ``hist.offsets[u] .. end`` is that history. Vectorized: events are sorted by (user, time)."""
@@ -199,5 +216,5 @@ def extract_pairs(hist: Histories, window_s: int) -> pa.Table:
     })
 
 
-__all__ = ["Histories", "build_histories", "restrict", "drop_last",
+__all__ = ["Histories", "build_histories", "histories_by_bucket", "restrict", "drop_last",
            "extract_pairs", "group_pairs", "pair_groups"]

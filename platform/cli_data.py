@@ -95,17 +95,19 @@ def data_info(dataset_dir: Path = typer.Argument(..., help="A dataset directory.
     """Summarize a dataset directory (metadata, history lengths, feedback grades)."""
     import numpy as np
 
-    from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events, read_metadata
+    from argusrank.features.histories import histories_by_bucket
+    from argusrank.features.io import read_metadata
 
     try:
         meta = read_metadata(dataset_dir)
     except FileNotFoundError as exc:
         raise fail(f"error: {exc}")
-    if meta.get("n_events", 0):
-        hist = build_histories(read_events(dataset_dir))
-        lens = hist.lengths
+    if meta.get("n_events", 0):  # one user bucket at a time: the lengths of all users, the grades' counts
+        lengths, grades = [], np.zeros(4, np.int64)
+        for part in histories_by_bucket(dataset_dir, desc="data info"):
+            lengths.append(part.lengths)
+            grades += np.bincount(part.grade.astype(np.int64) + 1, minlength=4)
+        lens = np.concatenate(lengths)
         meta["history_length (min/median/max)"] = f"{lens.min()}/{int(np.median(lens))}/{lens.max()}"
-        grades = np.bincount(hist.grade.astype(np.int64) + 1, minlength=4)
         meta["grades (dislike/skip/listen/like)"] = "/".join(str(g) for g in grades)
     _print_summary(str(dataset_dir), meta, ("history_length (min/median/max)", "grades (dislike/skip/listen/like)"))

@@ -171,6 +171,7 @@ def test_nothing_valid_and_cli_exit_codes(tmp_path):
     assert "accepted 1 rejected 1" in res.output
     res = runner.invoke(app, ["data", "info", str(tmp_path / "ds4")])
     assert res.exit_code == 0 and "n_events" in res.output
+    assert "1/1/1" in res.output  # history lengths (min/median/max), read user bucket by user bucket
 
 
 # --- sasrec ------------------------------------------------------------------------------------

@@ -115,11 +115,15 @@ def model_scorer(model, catalog: Catalog, chunk: int = 8192) -> Scorer:
     return score
 
 
-def popularity_scorer(item_ids: np.ndarray, catalog: Catalog) -> Scorer:
-    """Baseline: every query ranks items by their count in ``item_ids`` (the training events)."""
+def item_counts(item_ids: np.ndarray, catalog: Catalog) -> torch.Tensor:
+    """(C,) count of every catalog item in ``item_ids`` (summable over user buckets)."""
     idx = catalog.index(torch.as_tensor(np.asarray(item_ids, dtype=np.int64)))
-    counts = torch.bincount(idx[idx >= 0], minlength=len(catalog)).float()
-    pop = torch.log1p(counts)  # (C,)
+    return torch.bincount(idx[idx >= 0], minlength=len(catalog))
+
+
+def popularity_scorer(counts: torch.Tensor) -> Scorer:
+    """Baseline: every query ranks items by their ``counts`` in the training events (:func:`item_counts`)."""
+    pop = torch.log1p(counts.float())  # (C,)
 
     def score(batch, pos: torch.Tensor) -> torch.Tensor:
         return pop.expand(len(pos), -1)
@@ -128,32 +132,42 @@ def popularity_scorer(item_ids: np.ndarray, catalog: Catalog) -> Scorer:
 
 
 # ------------------------------------------------------------------------------ ranking eval
-def ranking_eval(
+def ranking_eval(scorer: Scorer, arrays: dict[str, np.ndarray], catalog: Catalog, *, ks: list[int], hit_name: str,
+                 negatives: str = "all", filter_seen: bool = False, batch_size: int = 256,
+                 seed: int = 0) -> dict[str, float]:
+    """HR/Recall@K, NDCG@K, MRR over every ``target_mask`` position of ``arrays`` (means, and ``n_targets``).
+
+    ``negatives="100"``: the target against 100 items drawn uniformly without
+    replacement from those the user has not had before the target;
+    ``"all"``: against the full catalog (``filter_seen`` removes earlier items).
+    """
+    sums = _Sums()
+    n_targets = ranking_sums(scorer, arrays, catalog, sums, torch.Generator().manual_seed(seed), ks=ks,
+                             hit_name=hit_name, negatives=negatives, filter_seen=filter_seen, batch_size=batch_size)
+    return {**sums.means(), "n_targets": n_targets}
+
+
+def ranking_sums(
     scorer: Scorer,
     arrays: dict[str, np.ndarray],
     catalog: Catalog,
+    sums: _Sums,
+    gen: torch.Generator,
     *,
     ks: list[int],
     hit_name: str,
     negatives: str = "all",
     filter_seen: bool = False,
     batch_size: int = 256,
-    seed: int = 0,
     max_targets_per_chunk: int = 2048,
-) -> dict[str, float]:
-    """HR/Recall@K, NDCG@K, MRR over every ``target_mask`` position of ``arrays``.
-
-    ``negatives="100"``: the target against 100 items drawn uniformly without
-    replacement from those the user has not had before the target;
-    ``"all"``: against the full catalog (``filter_seen`` removes earlier items).
-    """
+) -> int:
+    """:func:`ranking_eval`'s work, added into ``sums`` (sampled negatives drawn from ``gen``); returns the
+    number of targets. Summable over parts of the users (evaluation streams user bucket by user bucket)."""
     from argusrank.features.sequences import iterate_batches
     from argusrank.models.batch import SequenceBatch
 
-    gen = torch.Generator().manual_seed(seed)
-    sums = _Sums()
     n_targets = 0
-    for arr in iterate_batches(arrays, batch_size, shuffle=False, seed=seed, trim=True):
+    for arr in iterate_batches(arrays, batch_size, shuffle=False, seed=0, trim=True):
         batch = SequenceBatch.from_numpy(arr)
         pos = batch.target_mask.nonzero()  # (n, 2)
         if len(pos) == 0:
@@ -189,9 +203,7 @@ def ranking_eval(
                     ranks = target_ranks(scores.gather(1, cand), torch.zeros_like(target))
                 sums.add(rank_metric_sums(ranks, ks, hit_name), len(ranks))
                 n_targets += len(ranks)
-    out = sums.means()
-    out["n_targets"] = n_targets
-    return out
+    return n_targets
 
 
 def validation_sums(model, arrays: dict[str, np.ndarray], catalog_ids: np.ndarray, k: int = 10,
@@ -205,15 +217,26 @@ def validation_sums(model, arrays: dict[str, np.ndarray], catalog_ids: np.ndarra
 
 
 # ------------------------------------------------------------------------------ losses / pairs
+def loss_names(sums: _Sums) -> dict[str, float]:
+    """:func:`loss_sums`' means, named ``<loss>_loss``."""
+    return {f"{k}_loss" if not k.endswith("loss") else k: v for k, v in sums.means().items()}
+
+
 def loss_eval(model, arrays: dict[str, np.ndarray], batch_size: int, seed: int) -> dict[str, float]:
     """NIP and FP losses over ``target_mask`` positions (target-weighted means)."""
+    torch.manual_seed(seed)  # sampled-softmax negatives
+    sums = _Sums()
+    loss_sums(model, arrays, batch_size, sums)
+    return loss_names(sums)
+
+
+def loss_sums(model, arrays: dict[str, np.ndarray], batch_size: int, sums: _Sums) -> None:
+    """:func:`loss_eval`'s work, added into ``sums`` (negatives from torch's global RNG)."""
     from argusrank.features.sequences import iterate_batches
     from argusrank.models.batch import SequenceBatch
 
-    torch.manual_seed(seed)  # sampled-softmax negatives
-    sums = _Sums()
     with torch.no_grad():
-        for arr in iterate_batches(arrays, batch_size, shuffle=False, seed=seed):
+        for arr in iterate_batches(arrays, batch_size, shuffle=False, seed=0):
             batch = SequenceBatch.from_numpy(arr)
             n = int(batch.target_mask.sum())
             if n == 0:
@@ -221,7 +244,6 @@ def loss_eval(model, arrays: dict[str, np.ndarray], batch_size: int, seed: int) 
             losses = model.pretrain_losses(batch)
             vals = {k: float(v) * n for k, v in losses.items() if k != "loss" and torch.is_tensor(v) and v.numel() == 1}
             sums.add(vals, n)
-    return {f"{k}_loss" if not k.endswith("loss") else k: v for k, v in sums.means().items()}
 
 
 def finetune_rows(cfg: ArgusrankConfig, hist, model_max_len: int | None, t_from: int | None,
@@ -267,6 +289,13 @@ def pair_accuracy_eval(model, arrays: dict[str, np.ndarray], lag_s: int, batch_s
 
 
 # ------------------------------------------------------------------------------ orchestration
+def dataset_catalog(dataset_dir: str | Path) -> Catalog:
+    """Every item of the dataset (``items.parquet``: the items of its events)."""
+    import pyarrow.parquet as pq
+
+    return Catalog(pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])["item_id"].to_numpy())
+
+
 def evaluate_model(
     cfg: ArgusrankConfig,
     dataset_dir: str | Path,
@@ -281,9 +310,12 @@ def evaluate_model(
 
     ``stages``: ``ranking`` (Recall/HR@K, NDCG@K, MRR), ``losses`` (NIP/FP, temporal
     only), ``pairs`` (weighted PairAccuracy, temporal only). Returns flat metrics.
+    Users are read and scored one user bucket at a time (features/histories.py ``histories_by_bucket``; all of
+    ``hist`` when given):
+    metrics are sums over buckets, so memory stays one bucket's. Sampled negatives (``negatives="100"``, the NIP
+    loss) come from one seeded stream over the buckets in order.
     """
-    from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
+    from argusrank.features.histories import histories_by_bucket
 
     if protocol not in HIT_NAME:
         raise ValueError(f"protocol must be one of {sorted(HIT_NAME)}, got {protocol!r}")
@@ -293,35 +325,54 @@ def evaluate_model(
     ev = cfg.eval
     split = split if split is not None and split.protocol == protocol else \
         dataset_split(dataset_dir, protocol, cfg.data.test_days)
-    hist = build_histories(read_events(dataset_dir)) if hist is None else hist
-    catalog = Catalog(hist.item_id)
-    out: dict[str, Any] = {"protocol": protocol, "negatives": negatives, "n_users": hist.n_users,
-                           "n_items": len(catalog)}
+    catalog = dataset_catalog(dataset_dir) if hist is None else Catalog(hist.item_id)
+    out: dict[str, Any] = {"protocol": protocol, "negatives": negatives, "n_items": len(catalog)}
     if protocol == "temporal":
-        T, T_end = split.T, split.T_end
-        out.update(T=int(T), T_end=int(T_end))
+        out.update(T=int(split.T), T_end=int(split.T_end))
     is_pop = isinstance(model, str) and model == "popularity"
     max_len = cfg.data.max_len
     if not is_pop:
         model.eval()
         max_len = min(max_len, model.cfg.max_len)  # a registered model may have a shorter positions table
+    stages = tuple(s for s in stages if s == "ranking" or (not is_pop and protocol == "temporal"))
     if "ranking" in stages:
-        arrays = eval_arrays(hist, split, max_len)
-        scorer = popularity_scorer(train_item_ids(hist, split), catalog) if is_pop else model_scorer(model, catalog)
-        res = ranking_eval(scorer, arrays, catalog, ks=ev.ks, hit_name=HIT_NAME[protocol], negatives=negatives,
-                           filter_seen=ev.filter_seen, batch_size=ev.batch_size, seed=cfg.seed)
+        if is_pop:  # counted over every bucket's training events before any is scored
+            counts = sum(item_counts(train_item_ids(h, split), catalog)
+                         for h in histories_by_bucket(dataset_dir, hist, "popularity"))
+            scorer = popularity_scorer(counts)
+        else:
+            scorer = model_scorer(model, catalog)
+    rank_sums, losses, gen = _Sums(), _Sums(), torch.Generator().manual_seed(cfg.seed)
+    loss_rng = torch.Generator().manual_seed(cfg.seed).get_state()  # the NIP loss's negatives: their own stream
+    n_users = n_targets = n_pairs = n_rows = 0
+    pair_c = pair_w = 0.0
+    for h in histories_by_bucket(dataset_dir, hist):
+        n_users += h.n_users
+        if "ranking" in stages:
+            n_targets += ranking_sums(scorer, eval_arrays(h, split, max_len), catalog, rank_sums, gen, ks=ev.ks,
+                                      hit_name=HIT_NAME[protocol], negatives=negatives,
+                                      filter_seen=ev.filter_seen, batch_size=ev.batch_size)
+        if "losses" in stages:
+            with torch.random.fork_rng():  # the loss draws from torch's global RNG: give it the losses' stream
+                torch.set_rng_state(loss_rng)
+                loss_sums(model, eval_arrays(h, split, max_len, positives_only_targets=False), ev.batch_size, losses)
+                loss_rng = torch.get_rng_state()
+        if "pairs" in stages:
+            rows = finetune_rows(cfg, h, model.cfg.max_len, split.T, split.T_end)
+            c, w, n = pair_accuracy_sums(model, rows, cfg.finetune.lag_s, ev.batch_size)
+            pair_c, pair_w, n_pairs, n_rows = pair_c + c, pair_w + w, n_pairs + n, n_rows + len(rows["valid"])
+    out["n_users"] = n_users
+    if "ranking" in stages:
+        res = {**rank_sums.means(), "n_targets": n_targets}
         out.update(res)
         if protocol == "loo":  # Recall@K == HR@K with one target per user: name both
             out.update({f"recall@{k}": res[f"hr@{k}"] for k in ev.ks if f"hr@{k}" in res})
         else:
             out.update({f"hr@{k}": res[f"recall@{k}"] for k in ev.ks if f"recall@{k}" in res})
-    if not is_pop and protocol == "temporal" and "losses" in stages:
-        arrays = eval_arrays(hist, split, max_len, positives_only_targets=False)
-        out.update(loss_eval(model, arrays, ev.batch_size, cfg.seed))
-    if not is_pop and protocol == "temporal" and "pairs" in stages:
-        arrays = finetune_rows(cfg, hist, model.cfg.max_len, T, T_end)
-        if arrays and len(next(iter(arrays.values()))):
-            out.update(pair_accuracy_eval(model, arrays, cfg.finetune.lag_s, ev.batch_size))
+    if "losses" in stages:
+        out.update(loss_names(losses))
+    if "pairs" in stages and n_rows:
+        out.update(pair_accuracy=pair_c / pair_w if pair_w > 0 else math.nan, n_pairs=n_pairs)
     return out
 
 
