@@ -235,6 +235,51 @@ def compute_baseline(events: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]
     }
 
 
+#: views built from the whole log (file tag ``all``, replaced by every export); the others are per snapshot range
+WHOLE_LOG = (USER_ITEM.name, USER_ITEM_PRIORS.name)
+_FEEDBACK = ["played_ratio", "liked", "disliked"]
+
+
+def _by_time(events: pa.Table) -> pa.Table:
+    return events.take(pa.array(np.argsort(events["timestamp"].to_numpy(), kind="stable")))
+
+
+def export_baseline(dataset_dir: str | Path, snaps: np.ndarray, baseline_dir: str | Path, snap_tag: str) -> dict:
+    """:func:`compute_baseline` + :func:`write_baseline` (``snap_tag`` for the snapshot views, ``all`` for
+    :data:`WHOLE_LOG`) with one user bucket in memory at a time: ``item_stats`` from the item, time and feedback
+    columns of every event; the per-user views bucket by bucket, streamed into their files (each renamed into place
+    when complete). Same rows as :func:`compute_baseline` (tested). Returns the rows per view."""
+    from contextlib import ExitStack
+
+    from argusrank.features.io import atomic_file, read_events, user_buckets_of
+
+    ev = _by_time(read_events(dataset_dir, columns=["item_id", "timestamp", *_FEEDBACK]))
+    items = _snapshot_stats(ev["item_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev), snaps, "item")
+    del ev
+    write_baseline({ITEM_STATS.name: items}, baseline_dir, tag=snap_tag)
+    rows = {ITEM_STATS.name: items.num_rows}
+    tags = {USER_STATS.name: snap_tag, USER_ITEM.name: "all", USER_ITEM_PRIORS.name: "all"}
+    with ExitStack() as stack:
+        tmps = {v: stack.enter_context(atomic_file(Path(baseline_dir) / v / f"{tag}.parquet")) for v, tag in tags.items()}
+        writers: dict[str, pq.ParquetWriter] = {}  # closed by the stack before the files are renamed into place
+        for b in range(user_buckets_of(dataset_dir)):
+            ev = _by_time(read_events(dataset_dir, user_buckets=[b], columns=["user_id", "item_id", "timestamp", *_FEEDBACK]))
+            if not ev.num_rows:
+                continue
+            ui = user_item_history(ev)
+            part = {USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev),
+                                                     snaps, "user"),
+                    USER_ITEM.name: ui, USER_ITEM_PRIORS.name: user_item_priors(ui)}
+            for view, t in part.items():
+                if view not in writers:
+                    writers[view] = stack.enter_context(pq.ParquetWriter(tmps[view], t.schema))
+                writers[view].write_table(t.cast(writers[view].schema))
+                rows[view] = rows.get(view, 0) + t.num_rows
+        if len(writers) < len(tags):
+            raise ValueError(f"dataset {dataset_dir} has no events: no baseline features to export")
+    return rows
+
+
 def write_baseline(tables: Mapping[str, pa.Table], baseline_dir: str | Path, tag: str = "part") -> dict[str, str]:
     """Write each view's table to ``baseline_dir/<view>/<tag>.parquet``, replacing that file atomically
     (written under a hidden name, renamed when complete: readers see the old file or the new one)."""

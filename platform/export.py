@@ -6,14 +6,15 @@ space of ``features.export_spaces`` (``tower``; ``nip``: the NIP head; ``fp``: t
 parts, its output layer as a head file; ``platform/inference.py``):
 
 - user vectors: from the user's last events at or before ``as_of - lag_s``, one row
-  per (user, as_of) snapshot, ``event_timestamp = as_of``;
+  per (user, as_of) snapshot, ``event_timestamp = as_of``; each call of the Ray Data actors reads one user
+  bucket's events (:class:`UserVectors`), so no process holds every user's history;
 - item vectors for the whole catalog (``items.parquet``), ``event_timestamp`` =
   the first snapshot;
 
 and writes them as parquet under ``cfg.paths.vectors_dir`` with
 ``event_timestamp``, ``created`` and the model version on every row. It also
-writes the baseline ranker features (``features/baseline.py``) for the same
-snapshots. Default snapshots: daily from the temporal split time T through the
+writes the baseline ranker features (``features/baseline.py`` ``export_baseline``: per-user views one user
+bucket at a time) for the same snapshots. Default snapshots: daily from the temporal split time T through the
 end of the data (the ranker's training window plus the serving state).
 """
 from __future__ import annotations
@@ -42,20 +43,32 @@ from argusrank.platform.tracking import start_run
 
 
 class UserVectors:
-    """Ray Data callable: rows (user_id, as_of, window start/length) -> the user vectors of every exported space
-    (one column ``vector_<space>`` each), so one job and one pass over the windows serve all spaces."""
+    """Ray Data callable: user buckets -> the user vectors of every exported space (one column ``vector_<space>``
+    each) for every (user, snapshot) of those buckets, so one job and one pass over the windows serve all spaces.
+    Each call reads its buckets' events itself: the driver and the other actors never hold them."""
 
-    def __init__(self, models: dict[str, Any], hist, device: str):
+    def __init__(self, models: dict[str, Any], dataset_dir: str, snaps: list[int], lag_s: int, batch_size: int,
+                 device: str):
         self.models = {space: m.to(device).eval() for space, m in models.items()}
-        self.hist, self.device = hist, device
+        self.dataset_dir, self.snaps, self.lag_s = dataset_dir, np.asarray(snaps, np.int64), lag_s
+        self.batch_size, self.device = batch_size, device
+        self.max_len = int(next(iter(self.models.values())).cfg.max_len)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {"user_id": batch["user_id"], "as_of": batch["as_of"]}
+        from argusrank.features.histories import build_histories
+        from argusrank.features.io import read_events
+
+        hist = build_histories(read_events(self.dataset_dir, user_buckets=[int(b) for b in batch["bucket"]]))
+        w = user_windows(hist, self.snaps, self.lag_s, self.max_len)
+        out: dict[str, list] = {"user_id": [w["user_id"].to_numpy()], "as_of": [w["as_of"].to_numpy()]}
+        start, length, as_of = (w[c].to_numpy() for c in ("start", "length", "as_of"))
         for space, model in self.models.items():
-            arrays = window_arrays(self.hist, batch["start"], batch["length"], batch["as_of"], space,
-                                   int(model.cfg.max_len))
-            out[f"vector_{space}"] = user_vectors(model, arrays, space, self.device)  # (B, d)
-        return out
+            out[f"vector_{space}"] = [
+                user_vectors(model, window_arrays(hist, start[i:i + self.batch_size], length[i:i + self.batch_size],
+                                                  as_of[i:i + self.batch_size], space, int(model.cfg.max_len)),
+                             space, self.device)  # (B, d)
+                for i in range(0, w.num_rows, self.batch_size)]
+        return {k: np.concatenate(v) if v else np.zeros((0,), np.int64) for k, v in out.items()}
 
 
 class ItemVectors:
@@ -85,19 +98,18 @@ def user_windows(hist, snaps: np.ndarray, lag_s: int, max_len: int) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def _map(ds, cls, kwargs: dict, cfg: ArgusrankConfig, use_gpu: bool):
+def _map(ds, cls, kwargs: dict, cfg: ArgusrankConfig, use_gpu: bool, batch_size: int):
     import ray.data
 
     # one CPU stays free for Ray Data's own tasks (a pool holding every CPU can stall the pipeline)
     n = cfg.features.export_actors or (1 if use_gpu else max(1, (os.cpu_count() or 2) - 1))
     return ds.map_batches(
-        cls, fn_constructor_kwargs=kwargs, batch_size=cfg.features.export_batch_size, batch_format="numpy",
+        cls, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=n), num_gpus=1 if use_gpu else 0, num_cpus=1,
-        udf_modifying_row_count=False,
     )
 
 
-def _stream(ds, outs: dict[str, tuple[str, Path]], total: int, version: int, created: float,
+def _stream(ds, outs: dict[str, tuple[str, Path]], total: int | None, version: int, created: float,
             event_ts: int | None) -> int:
     """Write the vector columns of a dataset batch by batch, column ``c`` of ``outs`` (``c -> (kind, path)``) to its
     own parquet file (one progress bar); every file is renamed into place only when all are complete. Returns rows."""
@@ -161,12 +173,9 @@ def export_vectors(
     import ray
     import torch
 
-    from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
+    from argusrank.features.io import user_buckets_of
 
     model, version = registry.load_argus(cfg, model_ref)
-    events = read_events(dataset_dir)
-    hist = build_histories(events)
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     t_split, t_end = split.T, split.T_end
     snaps = default_snapshots(cfg, t_split, t_end) if as_of is None else np.atleast_1d(np.asarray(as_of, np.int64))
@@ -177,13 +186,9 @@ def export_vectors(
     report: dict[str, Any] = {"model_version": version, "as_of": [int(s) for s in snaps], "lag_s": lag_s,
                               "device": device}
 
-    t0 = time.perf_counter()
-    tabs = baseline.compute_baseline(events, snaps)
-    whole_log = (baseline.USER_ITEM.name, baseline.USER_ITEM_PRIORS.name)  # built from the whole log: replaced
-    baseline.write_baseline({k: v for k, v in tabs.items() if k not in whole_log},
-                            cfg.paths.baseline_dir, tag=f"snap_{int(snaps[0])}_{int(snaps[-1])}")
-    baseline.write_baseline({k: tabs[k] for k in whole_log}, cfg.paths.baseline_dir, tag="all")
-    report["baseline_rows"] = {k: v.num_rows for k, v in tabs.items()}
+    t0 = time.perf_counter()  # the baseline views, one user bucket at a time
+    report["baseline_rows"] = baseline.export_baseline(dataset_dir, snaps, cfg.paths.baseline_dir,
+                                                       snap_tag=f"snap_{int(snaps[0])}_{int(snaps[-1])}")
     report["baseline_seconds"] = round(time.perf_counter() - t0, 3)
 
     fp_model, fp_version = _fp_model(cfg, model, version)
@@ -193,22 +198,24 @@ def export_vectors(
         weight, bias = fp_model.fp.output_layer()
         vectors.write_head(cfg, FP_HEAD, version, {"weight": weight.numpy(), "bias": bias.numpy()})
         report["fp_model_version"] = fp_version
-    windows = user_windows(hist, snaps, lag_s, int(model.cfg.max_len))
+    buckets = pa.table({"bucket": np.arange(user_buckets_of(dataset_dir), dtype=np.int64)})
     items = pq.read_table(Path(dataset_dir) / "items.parquet", columns=["item_id"])
     # tower first in the report: argus_dot and tower ANN; then the NIP head, the FP head's parts. One Ray Data job
     # per entity computes every space (the job start, not the encoder, dominates small exports)
     models = {space: (fp_model if space == "fp" else model).cpu() for space in spaces}
     with ray_session(address=cfg.ray.address):
-        for ent, table, block, cls, kwargs, event_ts in (
-            ("user", windows, 2048, UserVectors, {"hist": hist}, None),
-            ("item", items, 4096, ItemVectors, {}, int(snaps[0])),
+        user_kwargs = {"dataset_dir": str(dataset_dir), "snaps": [int(x) for x in snaps], "lag_s": lag_s,
+                       "batch_size": cfg.features.export_batch_size}
+        for ent, table, block, batch, cls, kwargs, event_ts in (  # users: one bucket per call (UserVectors)
+            ("user", buckets, 1, 1, UserVectors, user_kwargs, None),
+            ("item", items, 4096, cfg.features.export_batch_size, ItemVectors, {}, int(snaps[0])),
         ):
             t0 = time.perf_counter()
             ds = _map(ray.data.from_arrow(_blocks(table, block)), cls,
-                      {"models": models, "device": device, **kwargs}, cfg, use_gpu)
+                      {"models": models, "device": device, **kwargs}, cfg, use_gpu, batch)
             outs = {f"vector_{space}": (vectors.kind_of(ent, space), vectors.vector_path(cfg, vectors.kind_of(ent, space), tag))
                     for space in spaces}
-            n = _stream(ds, outs, table.num_rows, version, created, event_ts)
+            n = _stream(ds, outs, table.num_rows if ent == "item" else None, version, created, event_ts)
             dt = time.perf_counter() - t0
             for space in spaces:  # one job for all spaces: each reports its seconds
                 prefix = "" if space == "tower" else f"{space}_"
