@@ -341,12 +341,14 @@ def read_events(
     columns: list[str] | None = None,
     user_buckets: Iterable[int] | None = None,
     users: tuple[int, int] = (1, 0),
+    time_range: tuple[int, int] | None = None,
 ) -> pa.Table:
     """Read accepted events sorted by (user_id, timestamp, position).
 
     ``columns``: a subset of EVENT_SCHEMA names (default all); ``user_buckets``:
     only these ``user_id % B`` shards (B = :func:`user_buckets_of`; read without touching the others);
-    ``users``: (modulus, remainder) of :func:`worker_shard`, filtered while scanning (:func:`users_filter`).
+    ``users``: (modulus, remainder) of :func:`worker_shard`, filtered while scanning (:func:`users_filter`);
+    ``time_range``: ``(t_from, t_to)``, only events with ``t_from <= timestamp < t_to``, filtered while scanning.
     """
     path = Path(dataset_dir) / "events"
     if not path.is_dir():
@@ -362,6 +364,9 @@ def read_events(
     if users[0] != 1:  # a worker's share of its buckets' users, filtered while scanning
         by_user = users_filter(user_buckets_of(dataset_dir), *users)
         flt = by_user if flt is None else flt & by_user
+    if time_range is not None:
+        in_range = (ds.field("timestamp") >= int(time_range[0])) & (ds.field("timestamp") < int(time_range[1]))
+        flt = in_range if flt is None else flt & in_range
     keys = [k[0] for k in SORT_KEYS]
     read_cols = columns + [k for k in keys if k not in columns]
     t = dset.to_table(columns=read_cols, filter=flt)

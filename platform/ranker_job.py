@@ -44,10 +44,8 @@ def impressions(dataset_dir: str | Path, t_from: int, t_to: int) -> pd.DataFrame
     from argusrank.features.schema import feedback_grade
 
     ev = read_events(dataset_dir, columns=["user_id", "timestamp", "item_id", "request_id", "position",
-                                           "played_ratio", "liked", "disliked"])
-    ts = ev["timestamp"]
-    mask = pc.and_(pc.is_valid(ev["request_id"]), pc.and_(pc.greater_equal(ts, t_from), pc.less(ts, t_to)))
-    ev = ev.filter(mask)
+                                           "played_ratio", "liked", "disliked"], time_range=(t_from, t_to))
+    ev = ev.filter(pc.is_valid(ev["request_id"]))  # only the window was read: memory of the window, not the log
     grade = feedback_grade(ev["played_ratio"].to_numpy(zero_copy_only=False).astype(np.float32),
                            ev["liked"].fill_null(False).to_numpy(zero_copy_only=False),
                            ev["disliked"].fill_null(False).to_numpy(zero_copy_only=False))

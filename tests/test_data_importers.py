@@ -426,3 +426,12 @@ def test_read_events_filters_a_workers_users_while_scanning(tmp_path):
         assert modulus > 1 and got.equals(select_users(whole, B, modulus, remainder))
         total += got.num_rows
     assert total == read_events(tmp_path / "d").num_rows
+    # a time window, filtered while scanning: the whole read's rows in [t_from, t_to), in the same order
+    import pyarrow.compute as pc
+
+    whole = read_events(tmp_path / "d")
+    ts = whole["timestamp"]
+    t_from, t_to = int(pc.min(ts).as_py()) + 86_400, int(pc.min(ts).as_py()) + 3 * 86_400
+    want = whole.filter(pc.and_(pc.greater_equal(ts, t_from), pc.less(ts, t_to)))
+    got = read_events(tmp_path / "d", time_range=(t_from, t_to))
+    assert 0 < got.num_rows < whole.num_rows and got.equals(want)
