@@ -60,6 +60,10 @@ class UserVectors:
 
         hist = build_histories(read_events(self.dataset_dir, user_buckets=[int(b) for b in batch["bucket"]]))
         w = user_windows(hist, self.snaps, self.lag_s, self.max_len)
+        if w.num_rows == 0:  # no user of these buckets has an event before a snapshot: typed empty columns
+            return {"user_id": np.zeros(0, np.int64), "as_of": np.zeros(0, np.int64),
+                    **{f"vector_{space}": item_vectors(m, np.zeros(1, np.int64), space, self.device)[:0]
+                       for space, m in self.models.items()}}
         out: dict[str, list] = {"user_id": [w["user_id"].to_numpy()], "as_of": [w["as_of"].to_numpy()]}
         start, length, as_of = (w[c].to_numpy() for c in ("start", "length", "as_of"))
         for space, model in self.models.items():
@@ -68,7 +72,7 @@ class UserVectors:
                                                   as_of[i:i + self.batch_size], space, int(model.cfg.max_len)),
                              space, self.device)  # (B, d)
                 for i in range(0, w.num_rows, self.batch_size)]
-        return {k: np.concatenate(v) if v else np.zeros((0,), np.int64) for k, v in out.items()}
+        return {k: np.concatenate(v) for k, v in out.items()}
 
 
 class ItemVectors:
@@ -204,7 +208,7 @@ def export_vectors(
     # per entity computes every space (the job start, not the encoder, dominates small exports)
     models = {space: (fp_model if space == "fp" else model).cpu() for space in spaces}
     with ray_session(address=cfg.ray.address):
-        user_kwargs = {"dataset_dir": str(dataset_dir), "snaps": [int(x) for x in snaps], "lag_s": lag_s,
+        user_kwargs = {"dataset_dir": str(Path(dataset_dir).resolve()), "snaps": [int(x) for x in snaps], "lag_s": lag_s,
                        "batch_size": cfg.features.export_batch_size}
         for ent, table, block, batch, cls, kwargs, event_ts in (  # users: one bucket per call (UserVectors)
             ("user", buckets, 1, 1, UserVectors, user_kwargs, None),

@@ -139,6 +139,11 @@ def test_export_by_user_bucket_equals_one_pass_over_all_users(exported):
                                             want["as_of"].to_numpy(), "tower", model.cfg.max_len), "tower")
     np.testing.assert_allclose(np.stack(got["user_vector"].to_numpy()), ref, rtol=1e-4, atol=1e-5)
 
+    from argusrank.platform.export import UserVectors
+
+    early = UserVectors({"tower": model}, str(ds), [int(hist.timestamp.min())], 3600, 16, "cpu")({"bucket": np.array([0])})
+    assert early["user_id"].shape == (0,) and early["vector_tower"].shape == (0, got["user_vector"].iloc[0].shape[0])
+
     whole = baseline.compute_baseline(events, snaps)
     for view, t in whole.items():
         files = sorted((cfg.paths.baseline_dir / view).glob("*.parquet"))
