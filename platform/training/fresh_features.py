@@ -60,20 +60,30 @@ def fresh_user_features(cfg: ArgusrankConfig, dataset_dir: str | Path, rows: pd.
     from argusrank.features import vectors
     from argusrank.features.argus_features import argus_features, kinds_for
     from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
+    from argusrank.features.io import read_events, user_buckets_of
     from argusrank.platform import registry
 
     fresh = fresh_feature_names(names)
     if not fresh or rows.empty:
         return {f: np.full(len(rows), np.nan) for f in fresh}
     model, _ = registry.load_argus(cfg, version)
-    hist = build_histories(read_events(dataset_dir))
     start = rows.groupby("request_id")["ts"].transform("min").to_numpy()  # the request's time
     pairs, inv = np.unique(np.stack([rows["user_id"].to_numpy(), start], 1), axis=0, return_inverse=True)
     item_ids = rows["item_id"].to_numpy()
+    user_kinds = [k for k in FRESH_KINDS if k in kinds_for(fresh)]
+    per_pair: dict[str, np.ndarray] = {}
+    bucket = pairs[:, 0] % user_buckets_of(dataset_dir)
+    for b in np.unique(bucket):  # one user bucket's histories at a time: only the buckets of the rows' users
+        sel = np.flatnonzero(bucket == b)
+        hist = build_histories(read_events(dataset_dir, user_buckets=[int(b)]))
+        for kind in user_kinds:
+            got = fresh_user_vectors(model, hist, pairs[sel, 0], pairs[sel, 1], FRESH_KINDS[kind])
+            if kind not in per_pair or per_pair[kind].shape[1] < got.shape[1]:  # (n, 1) NaN while no user had one
+                per_pair[kind] = np.full((len(pairs), got.shape[1]), np.nan, np.float32)
+            per_pair[kind][sel] = got if got.shape[1] == per_pair[kind].shape[1] else np.nan
     vecs: dict[str, np.ndarray] = {}
-    for user_kind in (k for k in FRESH_KINDS if k in kinds_for(fresh)):
-        vecs[user_kind] = fresh_user_vectors(model, hist, pairs[:, 0], pairs[:, 1], FRESH_KINDS[user_kind])[inv.ravel()]
+    for user_kind in user_kinds:
+        vecs[user_kind] = per_pair[user_kind][inv.ravel()]
         item_kind = user_kind.replace("user", "item")
         ids, items = vectors.read_version(cfg, item_kind, version)
         pos = np.minimum(np.searchsorted(ids, item_ids), len(ids) - 1)
