@@ -223,25 +223,32 @@ def priors_for(priors: Mapping[str, object], item_ids: np.ndarray) -> dict[str, 
 def compute_baseline(events: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]:
     """The baseline views (and the serving-only ``user_item_priors``) from an event table (any order) at the
     given snapshot times."""
-    order = np.argsort(events["timestamp"].to_numpy(), kind="stable")
-    ev = events.take(pa.array(order))
-    ts = ev["timestamp"].to_numpy()
-    grade = _grades(ev)
-    return {
-        ITEM_STATS.name: _snapshot_stats(ev["item_id"].to_numpy(), ts, grade, snaps, "item"),
-        USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ts, grade, snaps, "user"),
-        USER_ITEM.name: (ui := user_item_history(ev)),
-        USER_ITEM_PRIORS.name: user_item_priors(ui),
-    }
+    ev = _by_time(events)
+    return {ITEM_STATS.name: _item_view(ev, snaps), **_user_views(ev, snaps)}
+
+
+def _by_time(events: pa.Table) -> pa.Table:
+    """Events stably sorted by time (what the views' running counts expect)."""
+    return events.take(pa.array(np.argsort(events["timestamp"].to_numpy(), kind="stable")))
+
+
+def _item_view(ev: pa.Table, snaps: np.ndarray) -> pa.Table:
+    """``item_stats`` of time-sorted events (item, time and feedback columns)."""
+    return _snapshot_stats(ev["item_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev), snaps, "item")
+
+
+def _user_views(ev: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]:
+    """The per-user views of time-sorted events: ``user_stats``, ``user_item``, ``user_item_priors`` (a user's rows
+    depend on that user's events only, so the views of disjoint users concatenate)."""
+    ui = user_item_history(ev)
+    return {USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev), snaps,
+                                             "user"),
+            USER_ITEM.name: ui, USER_ITEM_PRIORS.name: user_item_priors(ui)}
 
 
 #: views built from the whole log (file tag ``all``, replaced by every export); the others are per snapshot range
 WHOLE_LOG = (USER_ITEM.name, USER_ITEM_PRIORS.name)
 _FEEDBACK = ["played_ratio", "liked", "disliked"]
-
-
-def _by_time(events: pa.Table) -> pa.Table:
-    return events.take(pa.array(np.argsort(events["timestamp"].to_numpy(), kind="stable")))
 
 
 def export_baseline(dataset_dir: str | Path, snaps: np.ndarray, baseline_dir: str | Path, snap_tag: str) -> dict:
@@ -253,9 +260,7 @@ def export_baseline(dataset_dir: str | Path, snaps: np.ndarray, baseline_dir: st
 
     from argusrank.features.io import atomic_file, read_events, user_buckets_of
 
-    ev = _by_time(read_events(dataset_dir, columns=["item_id", "timestamp", *_FEEDBACK]))
-    items = _snapshot_stats(ev["item_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev), snaps, "item")
-    del ev
+    items = _item_view(_by_time(read_events(dataset_dir, columns=["item_id", "timestamp", *_FEEDBACK])), snaps)
     write_baseline({ITEM_STATS.name: items}, baseline_dir, tag=snap_tag)
     rows = {ITEM_STATS.name: items.num_rows}
     tags = {USER_STATS.name: snap_tag, USER_ITEM.name: "all", USER_ITEM_PRIORS.name: "all"}
@@ -266,11 +271,7 @@ def export_baseline(dataset_dir: str | Path, snaps: np.ndarray, baseline_dir: st
             ev = _by_time(read_events(dataset_dir, user_buckets=[b], columns=["user_id", "item_id", "timestamp", *_FEEDBACK]))
             if not ev.num_rows:
                 continue
-            ui = user_item_history(ev)
-            part = {USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev),
-                                                     snaps, "user"),
-                    USER_ITEM.name: ui, USER_ITEM_PRIORS.name: user_item_priors(ui)}
-            for view, t in part.items():
+            for view, t in _user_views(ev, snaps).items():
                 if view not in writers:
                     writers[view] = stack.enter_context(pq.ParquetWriter(tmps[view], t.schema))
                 writers[view].write_table(t.cast(writers[view].schema))

@@ -37,7 +37,7 @@ from argusrank.features.io import atomic_file, atomic_write_text
 from argusrank.features.splits import dataset_split
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
-from argusrank.platform.inference import item_vectors, user_vectors, window_arrays
+from argusrank.platform.inference import item_vectors, space_dim, user_vectors, window_arrays
 from argusrank.platform.ray_runtime import ray_session
 from argusrank.platform.tracking import start_run
 
@@ -62,7 +62,7 @@ class UserVectors:
         w = user_windows(hist, self.snaps, self.lag_s, self.max_len)
         if w.num_rows == 0:  # no user of these buckets has an event before a snapshot: typed empty columns
             return {"user_id": np.zeros(0, np.int64), "as_of": np.zeros(0, np.int64),
-                    **{f"vector_{space}": item_vectors(m, np.zeros(1, np.int64), space, self.device)[:0]
+                    **{f"vector_{space}": np.zeros((0, space_dim(m, space)), np.float32)
                        for space, m in self.models.items()}}
         out: dict[str, list] = {"user_id": [w["user_id"].to_numpy()], "as_of": [w["as_of"].to_numpy()]}
         start, length, as_of = (w[c].to_numpy() for c in ("start", "length", "as_of"))

@@ -61,6 +61,11 @@ def user_vectors(model, arrays: dict[str, np.ndarray], space: str, device: str =
         return queries[torch.arange(len(last)), last].float().cpu().numpy()
 
 
+def space_dim(model, space: str) -> int:
+    """Width of ``space``'s vectors (user and item sides match: features are their dot products)."""
+    return int(item_vectors(model, np.zeros(1, np.int64), space).shape[1])
+
+
 def item_vectors(model, item_ids: np.ndarray, space: str, device: str = "cpu") -> np.ndarray:
     """(N, d) float32 item vectors of ``space`` for raw item IDs."""
     ids = torch.as_tensor(np.asarray(item_ids, np.int64), device=device)

@@ -222,16 +222,9 @@ def loss_names(sums: _Sums) -> dict[str, float]:
     return {f"{k}_loss" if not k.endswith("loss") else k: v for k, v in sums.means().items()}
 
 
-def loss_eval(model, arrays: dict[str, np.ndarray], batch_size: int, seed: int) -> dict[str, float]:
-    """NIP and FP losses over ``target_mask`` positions (target-weighted means)."""
-    torch.manual_seed(seed)  # sampled-softmax negatives
-    sums = _Sums()
-    loss_sums(model, arrays, batch_size, sums)
-    return loss_names(sums)
-
-
 def loss_sums(model, arrays: dict[str, np.ndarray], batch_size: int, sums: _Sums) -> None:
-    """:func:`loss_eval`'s work, added into ``sums`` (negatives from torch's global RNG)."""
+    """NIP and FP losses over ``target_mask`` positions, target-weighted, added into ``sums`` (:func:`loss_names`
+    gives the means; sampled-softmax negatives from torch's global RNG)."""
     from argusrank.features.sequences import iterate_batches
     from argusrank.models.batch import SequenceBatch
 

@@ -47,7 +47,7 @@ def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Spl
     hist = build_histories(read_events(dataset_dir, user_buckets=buckets, users=users))  # only this worker's users
     if stage == "pretrain":
         valid = None
-        if cfg.train.valid_every:
+        if has_validation(cfg, stage, split):
             split = validation_split(split, cfg.train.valid_days or cfg.data.test_days)
             valid = valid_arrays(hist, split, cfg.data.max_len)
             split = Split("temporal", split.T) if split.protocol == "temporal" else split
@@ -58,7 +58,7 @@ def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Spl
         return arrays, valid
     f = cfg.finetune
     t_to, valid = split.T, None
-    if f.valid_every and split.T is not None:  # impressions of [T - valid_days, T) validate, earlier ones train
+    if has_validation(cfg, stage, split):  # impressions of [T - valid_days, T) validate, earlier ones train
         held = validation_split(split, f.valid_days or cfg.data.test_days)
         valid = finetune_rows(cfg, hist, model_max_len, held.T, held.T_end)
         t_to = held.T

@@ -25,7 +25,7 @@ def fresh_user_vectors(model, hist, user_ids: np.ndarray, before_ts: np.ndarray,
     the tower vector, or the NIP query of a feed request at that last event's time (what ``POST /events``
     writes)."""
     from argusrank.features.histories import events_until
-    from argusrank.platform.inference import user_vectors, window_arrays
+    from argusrank.platform.inference import space_dim, user_vectors, window_arrays
 
     uidx = np.searchsorted(hist.user_ids, user_ids)
     known = (uidx < hist.n_users) & (hist.user_ids[np.minimum(uidx, hist.n_users - 1)] == user_ids)
@@ -38,8 +38,7 @@ def fresh_user_vectors(model, hist, user_ids: np.ndarray, before_ts: np.ndarray,
     vecs = [user_vectors(model, window_arrays(hist, start[i:i + 512], (stop - start)[i:i + 512],
                                               None if as_of is None else as_of[i:i + 512], space, L), space)
             for i in range(0, len(ok), 512)]
-    dim = vecs[0].shape[1] if vecs else 1
-    out = np.full((len(user_ids), dim), np.nan, np.float32)
+    out = np.full((len(user_ids), space_dim(model, space)), np.nan, np.float32)
     if vecs:
         out[ok] = np.concatenate(vecs)
     return out
@@ -62,6 +61,7 @@ def fresh_user_features(cfg: ArgusrankConfig, dataset_dir: str | Path, rows: pd.
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events, user_buckets_of
     from argusrank.platform import registry
+    from argusrank.platform.inference import space_dim
 
     fresh = fresh_feature_names(names)
     if not fresh or rows.empty:
@@ -71,16 +71,13 @@ def fresh_user_features(cfg: ArgusrankConfig, dataset_dir: str | Path, rows: pd.
     pairs, inv = np.unique(np.stack([rows["user_id"].to_numpy(), start], 1), axis=0, return_inverse=True)
     item_ids = rows["item_id"].to_numpy()
     user_kinds = [k for k in FRESH_KINDS if k in kinds_for(fresh)]
-    per_pair: dict[str, np.ndarray] = {}
+    per_pair = {k: np.full((len(pairs), space_dim(model, FRESH_KINDS[k])), np.nan, np.float32) for k in user_kinds}
     bucket = pairs[:, 0] % user_buckets_of(dataset_dir)
     for b in np.unique(bucket):  # one user bucket's histories at a time: only the buckets of the rows' users
         sel = np.flatnonzero(bucket == b)
         hist = build_histories(read_events(dataset_dir, user_buckets=[int(b)]))
         for kind in user_kinds:
-            got = fresh_user_vectors(model, hist, pairs[sel, 0], pairs[sel, 1], FRESH_KINDS[kind])
-            if kind not in per_pair or per_pair[kind].shape[1] < got.shape[1]:  # (n, 1) NaN while no user had one
-                per_pair[kind] = np.full((len(pairs), got.shape[1]), np.nan, np.float32)
-            per_pair[kind][sel] = got if got.shape[1] == per_pair[kind].shape[1] else np.nan
+            per_pair[kind][sel] = fresh_user_vectors(model, hist, pairs[sel, 0], pairs[sel, 1], FRESH_KINDS[kind])
     vecs: dict[str, np.ndarray] = {}
     for user_kind in user_kinds:
         vecs[user_kind] = per_pair[user_kind][inv.ravel()]
