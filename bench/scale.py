@@ -1,6 +1,7 @@
 """How time and memory grow with the data: each pipeline stage on Yambda-shaped synthetic events, alone.
 
     python bench/scale.py --sizes 1000000 3000000 [--stages import ...] [--feeds arrays ray_data]
+                          [--materialize-engines buckets feast]
                           [--set KEY=VALUE ...] [--json PATH|-] [--tmp DIR]
 
 Per size: the synthetic generator (``features/synth.py``, setup) writes the events twice, as a Yambda
@@ -16,7 +17,8 @@ requests). Then each stage runs in its own Python process, in order, on the same
   (``train_seconds``: the Ray Train fit alone); ``--feeds arrays ray_data`` runs it once per ``train.feed``
   (``peak_train_worker_rss_mb``: the Ray Train worker's own peak RSS);
 - ``export``: user/item vectors with Ray Data and the baseline tables (``argusrank export``);
-- ``materialize``: offline parquet -> Feast online store (SQLite);
+- ``materialize``: offline parquet -> Feast online store (SQLite), from an empty store; ``--materialize-engines
+  buckets feast`` runs it once per ``features.materialize_engine`` (by entity bucket / Feast's local engine);
 - ``ranker_set``: the ranker's point-in-time training set (Feast ``get_historical_features``).
 
 ``seconds``: the stage's work inside its process (imports and interpreter start excluded; ``process_seconds``
@@ -116,8 +118,12 @@ def stage_export(cfg, work: Path) -> dict:
 def stage_materialize(cfg, work: Path) -> dict:
     from argusrank.features.store import materialize
 
+    for stale in (cfg.paths.feature_repo / "online_store.db", cfg.paths.feature_repo / "materialize_state.json"):
+        stale.unlink(missing_ok=True)  # every engine starts from an empty online store
     rep = materialize(cfg)
-    return {"online_rows": rep["rows"]}
+    return {"offline_rows": rep["rows"], "engine": cfg.features.materialize_engine,
+            "views": {v: {k: r[k] for k in ("rows", "seconds", "online_rows", "buckets") if k in r}
+                      for v, r in rep["views"].items()}}
 
 
 def stage_ranker_set(cfg, work: Path) -> dict:
@@ -187,7 +193,17 @@ def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = 
             "load_avg_1m_end": round(os.getloadavg()[0], 2), **inner}
 
 
-def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds: tuple[str, ...] = ("arrays",)) -> list[dict]:
+def _variants(name: str, feeds: tuple[str, ...], engines: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """(label, config overrides) of each run of stage ``name``: one per feed (pretrain) or engine (materialize)."""
+    if name == "pretrain":
+        return [(feed, {"train.feed": feed}) for feed in feeds]
+    if name == "materialize":
+        return [(engine, {"features.materialize_engine": engine}) for engine in engines]
+    return [("", {})]
+
+
+def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds: tuple[str, ...] = ("arrays",),
+               engines: tuple[str, ...] = ("buckets",)) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix=f"scale{n_events}-", dir=tmp))
     rows = []
     try:
@@ -198,16 +214,16 @@ def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds
             events = int(read_metadata(bench_config(work / "home", n_events).dataset_dir)["n_events"])
             print(f"== {events:,} events ({setup.get('n_users'):,} users, {setup.get('n_items'):,} items); "
                   f"setup {setup['seconds']:.1f} s", flush=True)
-            runs = [(name, feed) for name in stages for feed in (feeds if name == "pretrain" else (None,))]
-            for name, feed in runs:
-                row = {"events": events, **measure(name, work, n_events, log, {"train.feed": feed} if feed else None)}
-                if feed:
-                    row["feed"] = feed
-                rows.append(row)
-                label = f"{name}[{feed}]" if feed else name
-                print(f"  {label:<20} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
-                      f"({row['process_seconds']:.1f} s in all, {row['max_processes']} processes, "
-                      f"load {row['load_avg_1m_start']}->{row['load_avg_1m_end']})", flush=True)
+            for name in stages:
+                for variant, overrides in _variants(name, feeds, engines):
+                    row = {"events": events, **measure(name, work, n_events, log, overrides)}
+                    if name == "pretrain":
+                        row["feed"] = variant
+                    rows.append(row)
+                    label = f"{name}[{variant}]" if variant else name
+                    print(f"  {label:<20} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
+                          f"({row['process_seconds']:.1f} s in all, {row['max_processes']} processes, "
+                          f"load {row['load_avg_1m_start']}->{row['load_avg_1m_end']})", flush=True)
     except Exception:
         print(f"(kept {work} for inspection)", file=sys.stderr)
         raise
@@ -227,6 +243,8 @@ def main() -> None:
                     help="import: Ray tasks at once for its two passes (1: in the stage's process)")
     ap.add_argument("--feeds", nargs="+", choices=("arrays", "ray_data"), default=["arrays"],
                     help="pretrain: run it once per training feed (train.feed), on the same data")
+    ap.add_argument("--materialize-engines", nargs="+", choices=("buckets", "feast"), default=["buckets"],
+                    help="materialize: run it once per features.materialize_engine, each from an empty online store")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="config overrides for every stage, e.g. train.stop_after_steps=200 (values parsed as YAML)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
@@ -245,7 +263,7 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         rows += bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages),
-                           tuple(args.feeds))
+                           tuple(args.feeds), tuple(args.materialize_engines))
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)
 
 

@@ -114,6 +114,11 @@ class FeaturesConfig(Section):
     # config's ray.address / RAY_ADDRESS, else a local one of ray_cpus CPUs)
     offline_engine: Literal["file", "ray"] = "file"
     ray_cpus: int = Field(2, ge=1)  # CPUs of the local Ray Feast starts when none runs (offline_engine=ray)
+    # materialization with the file offline store: "buckets" = a view's rows one entity bucket at a time (memory
+    # bounded by a bucket: features/materialize.py), "feast" = Feast's local engine (a view's rows in one frame)
+    materialize_engine: Literal["buckets", "feast"] = "buckets"
+    materialize_bucket_rows: int = Field(500_000, ge=1)  # offline rows per entity bucket (buckets engine)
+    online_write_rows: int = Field(10_000, ge=1)  # rows per online-store write (every engine)
 
 
 class StoreConfig(Protocol):

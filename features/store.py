@@ -28,6 +28,7 @@ from argusrank.features.argus_features import features_of_rows, kinds_for
 from argusrank.features.baseline import DOT_FEATURE, RAW_REFS, USER_ITEM_PRIORS, VIEWS
 from argusrank.features.config import StoreConfig
 from argusrank.features.io import atomic_write_text
+from argusrank.features.materialize import materialize_view
 from argusrank.features.vectors import (
     DOT_VIEW, ITEM_VECTORS, USER_VECTORS, USER_VECTORS_PUSH, VIEW_OF, check_versions, to_matrix, to_versions,
 )
@@ -72,16 +73,18 @@ def repo_config(cfg: StoreConfig) -> "RepoConfig":
                                    "write_concurrency": 1 if cfg.features.online_store == "sqlite" else 8, **where}}
     return RepoConfig(
         project=PROJECT, provider="local", registry={"registry_type": "file", "path": str(repo / "registry.db")},
-        online_store=online, offline_store=offline, entity_key_serialization_version=3, repo_path=repo, **engine,
+        online_store=online, offline_store=offline, entity_key_serialization_version=3, repo_path=repo,
+        materialization={"online_write_batch_size": cfg.features.online_write_rows}, **engine,
     )
 
 
-_STORES: dict[tuple[str, str, str], "FeatureStore"] = {}
+_STORES: dict[tuple, "FeatureStore"] = {}
 
 
 def get_store(cfg: StoreConfig) -> "FeatureStore":
     """A FeatureStore for this config's home and online store (one per process, reused)."""
-    key = (str(cfg.paths.home), cfg.features.online_store, cfg.features.redis_url, cfg.features.offline_engine)
+    key = (str(cfg.paths.home), cfg.features.online_store, cfg.features.redis_url, cfg.features.offline_engine,
+           cfg.features.online_write_rows)
     if key not in _STORES:
         from feast import FeatureStore
 
@@ -169,7 +172,9 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
     previous run's watermark are materialized (over their event-time range), so
     a re-export of an old ``as_of`` with a new model version is picked up too.
     A view the online store no longer holds (emptied, or a new store) is loaded in full
-    (:func:`online_holds`), and so is every view with ``full``. Returns rows, seconds and
+    (:func:`online_holds`), and so is every view with ``full``. With the file offline store a view goes one
+    entity bucket at a time (``features.materialize_engine=buckets``, the default: features/materialize.py);
+    ``feast`` and the Ray engine use ``FeatureStore.materialize``. Returns rows, seconds and
     rows/s per view and in all, and ``reloaded``: the views found missing online.
     """
     apply(cfg)
@@ -177,6 +182,7 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
     state_path = cfg.paths.feature_repo / _STATE_FILE
     state = {} if full or not state_path.is_file() else json.loads(state_path.read_text())
     report: dict[str, Any] = {"views": {}, "reloaded": []}
+    by_bucket = cfg.features.offline_engine == "file" and cfg.features.materialize_engine == "buckets"
     total_rows, t_all = 0, time.perf_counter()
     for name, path in view_dirs(cfg).items():
         if name in state and path.is_dir() and any(path.glob("*.parquet")) and not online_holds(cfg, name, path):
@@ -186,10 +192,15 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
         if n == 0:
             report["views"][name] = {"rows": 0, "seconds": 0.0}
             continue
-        t0 = time.perf_counter()
-        store.materialize(start_date=_ts(lo / 1e6), end_date=_ts(hi / 1e6 + 1), feature_views=[name])
+        t0, start, end = time.perf_counter(), _ts(lo / 1e6), _ts(hi / 1e6 + 1)
+        if by_bucket:
+            extra = materialize_view(store, name, path, start, end, cfg.features.materialize_bucket_rows,
+                                     cfg.features.online_write_rows)
+        else:
+            store.materialize(start_date=start, end_date=end, feature_views=[name])
+            extra = {}
         dt = time.perf_counter() - t0
-        report["views"][name] = {"rows": n, "seconds": round(dt, 3), "rows_per_s": round(n / max(dt, 1e-9), 1)}
+        report["views"][name] = {"rows": n, "seconds": round(dt, 3), "rows_per_s": round(n / max(dt, 1e-9), 1), **extra}
         total_rows += n
         state[name] = wm
     seconds = time.perf_counter() - t_all
