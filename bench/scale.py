@@ -19,7 +19,8 @@ requests). Then each stage runs in its own Python process, in order, on the same
 - ``export``: user/item vectors with Ray Data and the baseline tables (``argusrank export``);
 - ``materialize``: offline parquet -> Feast online store (SQLite), from an empty store; ``--materialize-engines
   buckets feast`` runs it once per ``features.materialize_engine`` (by entity bucket / Feast's local engine);
-- ``ranker_set``: the ranker's point-in-time training set (Feast ``get_historical_features``).
+- ``ranker_set``: the ranker's point-in-time training set (Feast ``get_historical_features``); with
+  ``--ranker-offline-stores file ray`` once per Feast offline store (``features.offline_engine``).
 
 ``seconds``: the stage's work inside its process (imports and interpreter start excluded; ``process_seconds``
 has them); ``peak_rss_mb``: the largest sum of RSS over the stage's process and all its descendants (Ray's
@@ -193,17 +194,22 @@ def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = 
             "load_avg_1m_end": round(os.getloadavg()[0], 2), **inner}
 
 
-def _variants(name: str, feeds: tuple[str, ...], engines: tuple[str, ...]) -> list[tuple[str, dict]]:
-    """(label, config overrides) of each run of stage ``name``: one per feed (pretrain) or engine (materialize)."""
+def _variants(name: str, feeds: tuple[str, ...], engines: tuple[str, ...],
+              offline: tuple[str, ...] = ("file",)) -> list[tuple[str, dict]]:
+    """(label, config overrides) of each run of stage ``name``: one per feed (pretrain), engine (materialize) or
+    Feast offline store (ranker_set)."""
     if name == "pretrain":
         return [(feed, {"train.feed": feed}) for feed in feeds]
     if name == "materialize":
         return [(engine, {"features.materialize_engine": engine}) for engine in engines]
+    if name == "ranker_set" and offline != ("file",):
+        return [(o, {"features.offline_engine": o}) for o in offline]
     return [("", {})]
 
 
 def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds: tuple[str, ...] = ("arrays",),
-               engines: tuple[str, ...] = ("buckets",)) -> list[dict]:
+               engines: tuple[str, ...] = ("buckets",), on_row=lambda row: None,
+               offline: tuple[str, ...] = ("file",)) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix=f"scale{n_events}-", dir=tmp))
     rows = []
     try:
@@ -215,11 +221,14 @@ def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds
             print(f"== {events:,} events ({setup.get('n_users'):,} users, {setup.get('n_items'):,} items); "
                   f"setup {setup['seconds']:.1f} s", flush=True)
             for name in stages:
-                for variant, overrides in _variants(name, feeds, engines):
+                for variant, overrides in _variants(name, feeds, engines, offline):
                     row = {"events": events, **measure(name, work, n_events, log, overrides)}
                     if name == "pretrain":
                         row["feed"] = variant
+                    elif name == "ranker_set" and variant:
+                        row["offline_engine"] = variant
                     rows.append(row)
+                    on_row(row)
                     label = f"{name}[{variant}]" if variant else name
                     print(f"  {label:<20} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
                           f"({row['process_seconds']:.1f} s in all, {row['max_processes']} processes, "
@@ -245,6 +254,8 @@ def main() -> None:
                     help="pretrain: run it once per training feed (train.feed), on the same data")
     ap.add_argument("--materialize-engines", nargs="+", choices=("buckets", "feast"), default=["buckets"],
                     help="materialize: run it once per features.materialize_engine, each from an empty online store")
+    ap.add_argument("--ranker-offline-stores", nargs="+", choices=("file", "ray"), default=["file"],
+                    help="ranker_set: run it once per Feast offline store (features.offline_engine)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="config overrides for every stage, e.g. train.stop_after_steps=200 (values parsed as YAML)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
@@ -260,10 +271,16 @@ def main() -> None:
     os.environ["ARGUSRANK_BENCH_SET"] = json.dumps({k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args.set)})
     info = machine_info()
     print(f"machine: {machine()}", flush=True)
-    rows = []
+    rows: list[dict] = []
+
+    def keep(row: dict) -> None:  # a JSON file is rewritten after every stage ("partial"): a long run that is
+        rows.append(row)          # stopped keeps what it measured
+        if args.json and args.json != "-":
+            emit_json({"machine": info, "partial": True, "stages": rows}, args.json)
+
     for n in args.sizes:
-        rows += bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages),
-                           tuple(args.feeds), tuple(args.materialize_engines))
+        bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages),
+                   tuple(args.feeds), tuple(args.materialize_engines), keep, tuple(args.ranker_offline_stores))
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)
 
 
