@@ -237,6 +237,55 @@ def _item_view(ev: pa.Table, snaps: np.ndarray) -> pa.Table:
     return _snapshot_stats(ev["item_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev), snaps, "item")
 
 
+def _item_cells(dataset_dir: str | Path, snaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``item_stats``' sufficient statistics, one user bucket at a time: per (item, time cell) the event, like and
+    positive counts, where the cells lie between the sorted snapshot and window-start times (cell k covers
+    ``[bounds[k-1], bounds[k])``, cell 0 everything before ``bounds[0]``). Memory: the distinct (item, cell) pairs,
+    at most ``min(events, items x cells)``, never the events. Returns (bounds, item, cell, (count, like, pos))."""
+    from argusrank.features.io import read_events, user_buckets_of
+
+    bounds = np.unique(np.concatenate([snaps, *(snaps - w * DAY for w in (*WINDOWS_D, 7, 30))])).astype(np.int64)
+    width = len(bounds) + 1  # cells 0..len(bounds); the last one (after every snapshot) is never counted
+    keys, sums = np.zeros(0, np.int64), np.zeros((3, 0), np.int64)
+    for b in range(user_buckets_of(dataset_dir)):
+        ev = read_events(dataset_dir, user_buckets=[b], columns=["item_id", "timestamp", *_FEEDBACK])
+        if not ev.num_rows:
+            continue
+        grade = _grades(ev)
+        cell = np.searchsorted(bounds, ev["timestamp"].to_numpy(), side="right")
+        k = np.concatenate([keys, ev["item_id"].to_numpy().astype(np.int64) * width + cell])
+        v = np.concatenate([sums, np.stack([np.ones(len(grade), np.int64), grade == 2, grade >= 1])], axis=1)
+        keys, inv = np.unique(k, return_inverse=True)
+        sums = np.stack([np.bincount(inv, weights=row, minlength=len(keys)).astype(np.int64) for row in v])
+    return bounds, keys // width, keys % width, sums
+
+
+def _item_view_by_bucket(dataset_dir: str | Path, snaps: np.ndarray) -> pa.Table:
+    """``item_stats`` from :func:`_item_cells`: the same rows as :func:`_item_view` over all events (tested)."""
+    bounds, item, cell, (count, like, pos) = _item_cells(dataset_dir, snaps)
+    uniq, kidx = np.unique(item, return_inverse=True)
+    n, parts = len(uniq), []
+    at = lambda t: int(np.searchsorted(bounds, t)) + 1  # noqa: E731  the first cell at or after time t (a bound)
+    for s in snaps:
+        before = cell < at(s)
+        seen = np.bincount(kidx[before], weights=count[before], minlength=n)
+        if not seen.any():
+            continue
+        win = {}
+        for w in sorted(set(WINDOWS_D) | {7, 30}):
+            m = before & (cell >= at(s - w * DAY))
+            win[w] = tuple(np.bincount(kidx[m], weights=x[m], minlength=n) for x in (count, like, pos))
+        rows = np.flatnonzero(seen > 0)
+        cols = {f"item_pop_{w}d": win[w][0] for w in WINDOWS_D}
+        rate = lambda w, j: np.where(win[w][0] > 0, win[w][j] / np.maximum(win[w][0], 1), np.nan)  # noqa: E731
+        cols.update(item_like_rate_7d=rate(7, 1), item_like_rate_30d=rate(30, 1), item_pos_rate_7d=rate(7, 2))
+        parts.append(pd.DataFrame({"item_id": uniq[rows], **{k: v[rows] for k, v in cols.items()},
+                                   "event_timestamp": np.full(len(rows), s)}))
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["item_id", *ITEM_STATS.features, "event_timestamp"])
+    return _finish(df)
+
+
 def _user_views(ev: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]:
     """The per-user views of time-sorted events: ``user_stats``, ``user_item``, ``user_item_priors`` (a user's rows
     depend on that user's events only, so the views of disjoint users concatenate)."""
@@ -253,14 +302,14 @@ _FEEDBACK = ["played_ratio", "liked", "disliked"]
 
 def export_baseline(dataset_dir: str | Path, snaps: np.ndarray, baseline_dir: str | Path, snap_tag: str) -> dict:
     """:func:`compute_baseline` + :func:`write_baseline` (``snap_tag`` for the snapshot views, ``all`` for
-    :data:`WHOLE_LOG`) with one user bucket in memory at a time: ``item_stats`` from the item, time and feedback
-    columns of every event; the per-user views bucket by bucket, streamed into their files (each renamed into place
+    :data:`WHOLE_LOG`) with one user bucket in memory at a time: ``item_stats`` from per-(item, time cell) counts
+    summed over the buckets (:func:`_item_cells`); the per-user views bucket by bucket, streamed into their files (each renamed into place
     when complete). Same rows as :func:`compute_baseline` (tested). Returns the rows per view."""
     from contextlib import ExitStack
 
     from argusrank.features.io import atomic_file, read_events, user_buckets_of
 
-    items = _item_view(_by_time(read_events(dataset_dir, columns=["item_id", "timestamp", *_FEEDBACK])), snaps)
+    items = _item_view_by_bucket(dataset_dir, snaps)
     write_baseline({ITEM_STATS.name: items}, baseline_dir, tag=snap_tag)
     rows = {ITEM_STATS.name: items.num_rows}
     tags = {USER_STATS.name: snap_tag, USER_ITEM.name: "all", USER_ITEM_PRIORS.name: "all"}
