@@ -1,6 +1,7 @@
 """argusrank on a real two-node Ray cluster (``ray.address``): Ray Train places workers on both nodes, and the
 results equal a run on a plain local Ray with the same seed and worker count (the shared job of tests/train_jobs.py,
-whose local run the fault test also compares against).
+whose local run the fault test also compares against); the export's Ray Data model actors run user-bucket tasks on
+both nodes, and the vectors equal an in-process computation.
 
 The cluster is two ``ray start`` nodes on this machine (1 CPU and its own object store each; tests/ray_cluster.py),
 stopped by PID at the end, never with ``ray stop``.
@@ -59,12 +60,58 @@ def _pretrain_on(address: str, home, data) -> dict:
         ray.shutdown()
 
 
-def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatch, small_planted,
-                                                            uninterrupted_pretrain):
-    """The shared pre-training job (2 workers, tests/train_jobs.py) on a two-node cluster: one worker per node, and
-    the history and metrics of the same job run on a plain local Ray (the fault test's reference run)."""
+def _export_on(address: str, home, data) -> tuple[dict, object]:
+    """A registered tiny model's export (Ray Data, 2 model actors) run from this process against the cluster."""
     import ray
-    from ray.util.state import list_actors, list_nodes
+    import ray.data
+    import torch
+
+    from argusrank.models.argus import ArgusModel
+    from argusrank.models.config import preset
+    from argusrank.platform import registry, tracking
+    from argusrank.platform.export import export_vectors
+
+    cfg = load_config(None, {"paths.home": str(home), "ray.address": address, "data.test_days": 3,
+                             "features.export_actors": 2, "features.export_batch_size": 16}, env={})
+    torch.manual_seed(0)
+    model = ArgusModel(preset("tiny")).eval()
+    with tracking.start_run(cfg, "test-register"):
+        registry.log_argus_model(cfg, model)
+    ctx = ray.data.DataContext.get_current()
+    wait = ctx.wait_for_min_actors_s
+    ctx.wait_for_min_actors_s = 120  # both model actors up before the 8 small bucket tasks start (else the first
+    try:                             # actor up, on either node, may finish them all: the data is tiny)
+        return export_vectors(cfg, data, model_ref="candidate"), model
+    finally:
+        ctx.wait_for_min_actors_s = wait
+        ray.shutdown()
+
+
+def _export_reference(model, data, rep: dict):
+    """The export's user rows and tower vectors, computed in this process over all users at once (no Ray)."""
+    import numpy as np
+
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events
+    from argusrank.platform.export import user_windows
+    from argusrank.platform.inference import user_vectors, window_arrays
+
+    hist = build_histories(read_events(data))
+    w = user_windows(hist, np.asarray(rep["as_of"], np.int64), 0, model.cfg.max_len).to_pandas()
+    w = w.sort_values(["user_id", "as_of"])
+    vecs = user_vectors(model, window_arrays(hist, w["start"].to_numpy(), w["length"].to_numpy(),
+                                             w["as_of"].to_numpy(), "tower", model.cfg.max_len), "tower")
+    return w[["user_id", "as_of"]].to_numpy(), vecs
+
+
+def test_pretrain_and_export_run_on_both_nodes_and_equal_a_local_run(tmp_path, monkeypatch, small_planted,
+                                                                    uninterrupted_pretrain):
+    """The shared pre-training job (2 workers, tests/train_jobs.py) on a two-node cluster: one worker per node, and
+    the history and metrics of the same job run on a plain local Ray (the fault test's reference run). Then the
+    export on the same cluster: its Ray Data model actors ran user-bucket tasks on both nodes, and every user
+    vector equals the one computed in this process over all users at once."""
+    import ray
+    from ray.util.state import list_actors, list_nodes, list_tasks
 
     from ray_cluster import ClusterUnavailable, start_cluster
 
@@ -80,6 +127,10 @@ def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatc
         nodes = {n.node_id for n in list_nodes(address=cluster.dashboard) if n.state == "ALIVE"}
         workers = [a for a in list_actors(address=cluster.dashboard, detail=True, limit=1000)
                    if "RayTrainWorker" in (a.class_name or "")]
+        exported, model = _export_on(cluster.address, tmp_path / "export", small_planted)
+        bucket_tasks = [t for t in list_tasks(address=cluster.dashboard, detail=True, limit=10000)
+                        if "UserVectors" in (t.name or "") and (t.name or "").endswith(".submit")
+                        and t.state == "FINISHED"]
     finally:
         cluster.stop()
     assert not cluster.pids(), "the test cluster left processes behind"
@@ -98,3 +149,16 @@ def test_pretrain_runs_on_both_nodes_and_equals_a_local_run(tmp_path, monkeypatc
     assert {k: on_cluster["metrics"][k] for k in numeric} == pytest.approx(numeric, rel=1e-6)
     assert "ndcg@10" in numeric and "nip_loss" in numeric
     assert on_cluster["metrics"]["n_targets"] > 0 and on_cluster["history"][0]["loss"] > 0
+
+    # the export: model actors' bucket tasks on both nodes, every (user, snapshot) vector as computed in-process
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    assert {t.node_id for t in bucket_tasks} == nodes, [(t.name, t.node_id) for t in bucket_tasks]
+    got = pq.read_table(exported["user_vectors"]).to_pandas()
+    got["as_of"] = [int(x.timestamp()) for x in got["event_timestamp"]]
+    got = got.sort_values(["user_id", "as_of"])
+    keys, ref = _export_reference(model, small_planted, exported)
+    assert exported["user_rows"] == len(got) == len(keys) > 48
+    np.testing.assert_array_equal(got[["user_id", "as_of"]].to_numpy(), keys)
+    np.testing.assert_allclose(np.stack(got["user_vector"].to_numpy()), ref, rtol=1e-4, atol=1e-5)
