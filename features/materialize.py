@@ -84,8 +84,8 @@ def materialize_view(store: "FeatureStore", name: str, path: Path, start: dateti
     for b in tqdm(range(n_buckets), desc=f"materialize {name} (entity buckets)", disable=None if progress else True,
                   mininterval=5.0):
         part = key_bucket_filter(keys[0], n_buckets, b)
-        rows = latest_rows(data.to_table(columns=columns, filter=in_range if part is None else in_range & part),
-                           keys, ts, created)
+        rows = latest_rows(data.to_table(columns=columns, filter=in_range if part is None else in_range & part,
+                                         batch_readahead=2, fragment_readahead=1), keys, ts, created)
         for batch in rows.to_batches(max_chunksize=write_rows):
             provider.online_write_batch(store.config, fv, _convert_arrow_to_proto(batch, fv, key_types), None)
         written += rows.num_rows

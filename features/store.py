@@ -137,31 +137,41 @@ def _ts(sec: float) -> datetime:
 
 
 def _new_rows(path: Path, watermark_us: int) -> tuple[int, int | None, int | None, int]:
-    """Rows of a view's parquet created after the watermark: (n, min event us, max event us, max created us)."""
+    """Rows of a view's parquet created after the watermark: (n, min event us, max event us, max created us).
+    Scanned batch by batch: memory one record batch, whatever the view's size."""
     if not path.is_dir() or not any(path.glob("*.parquet")):
         return 0, None, None, watermark_us
-    t = ds.dataset(path, format="parquet").to_table(columns=["event_timestamp", "created"])
-    created = t["created"].cast(pa.int64())
-    mask = pc.greater(created, pa.scalar(watermark_us, pa.int64()))
-    ev = pc.filter(t["event_timestamp"].cast(pa.int64()), mask)
-    if len(ev) == 0:
-        return 0, None, None, watermark_us
-    return len(ev), pc.min(ev).as_py(), pc.max(ev).as_py(), max(watermark_us, pc.max(created).as_py())
+    n, lows, highs, wm = 0, [], [], watermark_us
+    new = ds.field("created").cast(pa.int64()) > pa.scalar(watermark_us, pa.int64())
+    for b in ds.dataset(path, format="parquet").to_batches(columns=["event_timestamp", "created"], filter=new):
+        if b.num_rows:
+            ev = pc.min_max(b.column(0).cast(pa.int64())).as_py()
+            n, wm = n + b.num_rows, max(wm, pc.max(b.column(1).cast(pa.int64())).as_py())
+            lows.append(ev["min"])
+            highs.append(ev["max"])
+    return (n, min(lows), max(highs), wm) if n else (0, None, None, watermark_us)
 
 
 def online_holds(cfg: StoreConfig, view: str, path: Path) -> bool:
     """Whether the online store holds view ``view``: the entity of its newest offline row is read back
-    (one online read); False when the store was emptied or lost (e.g. a Redis restart)."""
+    (one online read); False when the store was emptied or lost (e.g. a Redis restart). The files are scanned
+    batch by batch for that row."""
     store = get_store(cfg)
     fv = store.get_feature_view(view)
     keys = list(fv.join_keys)
-    t = ds.dataset(path, format="parquet").to_table(columns=[*keys, "event_timestamp"])
-    if t.num_rows == 0:
+    newest, row = None, None
+    for b in ds.dataset(path, format="parquet").to_batches(columns=[*keys, "event_timestamp"]):
+        if b.num_rows == 0:
+            continue
+        ts = b.column(len(keys)).cast(pa.int64())
+        top = pc.max(ts).as_py()
+        if newest is None or top > newest:
+            i = pc.index(ts, top).as_py()
+            newest, row = top, {k: b.column(j)[i].as_py() for j, k in enumerate(keys)}
+    if row is None:
         return True
-    row = t.slice(pc.index(t["event_timestamp"], pc.max(t["event_timestamp"])).as_py(), 1).to_pylist()[0]
     feature = fv.features[0].name
-    got = store.get_online_features(features=[f"{view}:{feature}"],
-                                    entity_rows=[{k: row[k] for k in keys}]).to_dict()
+    got = store.get_online_features(features=[f"{view}:{feature}"], entity_rows=[row]).to_dict()
     return got[feature][0] is not None
 
 
