@@ -87,23 +87,6 @@ def _export_on(address: str, home, data) -> tuple[dict, object]:
         ray.shutdown()
 
 
-def _export_reference(model, data, rep: dict):
-    """The export's user rows and tower vectors, computed in this process over all users at once (no Ray)."""
-    import numpy as np
-
-    from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
-    from argusrank.platform.export import user_windows
-    from argusrank.platform.inference import user_vectors, window_arrays
-
-    hist = build_histories(read_events(data))
-    w = user_windows(hist, np.asarray(rep["as_of"], np.int64), 0, model.cfg.max_len).to_pandas()
-    w = w.sort_values(["user_id", "as_of"])
-    vecs = user_vectors(model, window_arrays(hist, w["start"].to_numpy(), w["length"].to_numpy(),
-                                             w["as_of"].to_numpy(), "tower", model.cfg.max_len), "tower")
-    return w[["user_id", "as_of"]].to_numpy(), vecs
-
-
 def test_pretrain_and_export_run_on_both_nodes_and_equal_a_local_run(tmp_path, monkeypatch, small_planted,
                                                                     uninterrupted_pretrain):
     """The shared pre-training job (2 workers, tests/train_jobs.py) on a two-node cluster: one worker per node, and
@@ -158,7 +141,11 @@ def test_pretrain_and_export_run_on_both_nodes_and_equal_a_local_run(tmp_path, m
     got = pq.read_table(exported["user_vectors"]).to_pandas()
     got["as_of"] = [int(x.timestamp()) for x in got["event_timestamp"]]
     got = got.sort_values(["user_id", "as_of"])
-    keys, ref = _export_reference(model, small_planted, exported)
+    from argusrank.features.io import read_events
+    from test_features_export import reference_user_vectors
+
+    want, ref = reference_user_vectors(model, read_events(small_planted), np.asarray(exported["as_of"], np.int64), 0)
+    keys = want[["user_id", "as_of"]].to_numpy()
     assert exported["user_rows"] == len(got) == len(keys) > 48
     np.testing.assert_array_equal(got[["user_id", "as_of"]].to_numpy(), keys)
     np.testing.assert_allclose(np.stack(got["user_vector"].to_numpy()), ref, rtol=1e-4, atol=1e-5)

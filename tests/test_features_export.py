@@ -115,28 +115,38 @@ def test_fp_space_is_the_pretrained_parents_fp_head_under_the_exported_version(e
     np.testing.assert_allclose(np.stack(t["user_fp_vector"].to_numpy()), ref, rtol=1e-4, atol=1e-5)
 
 
+def reference_user_vectors(model, events, snaps: np.ndarray, lag_s: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The export's (user, snapshot) rows, sorted, and their tower vectors computed in this process over all users at
+    once (no Ray, no buckets): the reference of this module and of the two-node test."""
+    from argusrank.features.histories import build_histories
+    from argusrank.platform.export import user_windows
+    from argusrank.platform.inference import user_vectors, window_arrays
+
+    hist = build_histories(events)
+    want = user_windows(hist, snaps, lag_s, model.cfg.max_len).to_pandas().sort_values(["user_id", "as_of"])
+    ref = user_vectors(model, window_arrays(hist, want["start"].to_numpy(), want["length"].to_numpy(),
+                                            want["as_of"].to_numpy(), "tower", model.cfg.max_len), "tower")
+    return want, ref
+
+
 def test_export_by_user_bucket_equals_one_pass_over_all_users(exported):
     """Export reads one user bucket per Ray Data call (vectors) and per step (baseline views): every (user, snapshot)
     row and every baseline row equals what one pass over all events at once gives."""
     from argusrank.features import baseline
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events, user_buckets_of
-    from argusrank.platform.export import user_windows
-    from argusrank.platform.inference import user_vectors, window_arrays
 
     cfg, ds, model, _, rep = exported
     assert user_buckets_of(ds) >= 8
     events = read_events(ds)
     hist = build_histories(events)
     snaps = np.asarray(rep["as_of"], np.int64)
-    want = user_windows(hist, snaps, 3600, model.cfg.max_len).to_pandas().sort_values(["user_id", "as_of"])
+    want, ref = reference_user_vectors(model, events, snaps, 3600)
     got = pq.read_table(rep["user_vectors"]).to_pandas()
     got["as_of"] = [int(x.timestamp()) for x in got["event_timestamp"]]
     got = got.sort_values(["user_id", "as_of"])
     assert rep["user_rows"] == len(got) == len(want) > 100
     np.testing.assert_array_equal(got[["user_id", "as_of"]].to_numpy(), want[["user_id", "as_of"]].to_numpy())
-    ref = user_vectors(model, window_arrays(hist, want["start"].to_numpy(), want["length"].to_numpy(),
-                                            want["as_of"].to_numpy(), "tower", model.cfg.max_len), "tower")
     np.testing.assert_allclose(np.stack(got["user_vector"].to_numpy()), ref, rtol=1e-4, atol=1e-5)
 
     from argusrank.platform.export import UserVectors
