@@ -19,8 +19,9 @@ requests). Then each stage runs in its own Python process, in order, on the same
 - ``export``: user/item vectors with Ray Data and the baseline tables (``argusrank export``);
 - ``materialize``: offline parquet -> Feast online store (SQLite), from an empty store; ``--materialize-engines
   buckets feast`` runs it once per ``features.materialize_engine`` (by entity bucket / Feast's local engine);
-- ``ranker_set``: the ranker's point-in-time training set (Feast ``get_historical_features``); with
-  ``--ranker-offline-stores file ray`` once per Feast offline store (``features.offline_engine``).
+- ``ranker_set``: the ranker's point-in-time training set (by user bucket, ``features/point_in_time.py``, or Feast
+  ``get_historical_features``); with ``--ranker-offline-stores file ray`` once per Feast offline store
+  (``features.offline_engine``), with ``--historical-engines buckets feast`` once per join of the file store.
 
 ``seconds``: the stage's work inside its process (imports and interpreter start excluded; ``process_seconds``
 has them); ``peak_rss_mb``: the largest sum of RSS over the stage's process and all its descendants (Ray's
@@ -194,22 +195,23 @@ def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = 
             "load_avg_1m_end": round(os.getloadavg()[0], 2), **inner}
 
 
-def _variants(name: str, feeds: tuple[str, ...], engines: tuple[str, ...],
-              offline: tuple[str, ...] = ("file",)) -> list[tuple[str, dict]]:
+def _variants(name: str, feeds: tuple[str, ...], engines: tuple[str, ...], offline: tuple[str, ...] = ("file",),
+              joins: tuple[str, ...] = ("buckets",)) -> list[tuple[str, dict]]:
     """(label, config overrides) of each run of stage ``name``: one per feed (pretrain), engine (materialize) or
-    Feast offline store (ranker_set)."""
+    Feast offline store and, with the file store, point-in-time join engine (ranker_set)."""
     if name == "pretrain":
         return [(feed, {"train.feed": feed}) for feed in feeds]
     if name == "materialize":
         return [(engine, {"features.materialize_engine": engine}) for engine in engines]
-    if name == "ranker_set" and offline != ("file",):
-        return [(o, {"features.offline_engine": o}) for o in offline]
+    if name == "ranker_set":
+        return [(f"file/{j}" if o == "file" else o, {"features.offline_engine": o, "features.historical_engine": j})
+                for o in offline for j in (joins if o == "file" else ("feast",))]
     return [("", {})]
 
 
 def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds: tuple[str, ...] = ("arrays",),
                engines: tuple[str, ...] = ("buckets",), on_row=lambda row: None,
-               offline: tuple[str, ...] = ("file",)) -> list[dict]:
+               offline: tuple[str, ...] = ("file",), joins: tuple[str, ...] = ("buckets",)) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix=f"scale{n_events}-", dir=tmp))
     rows = []
     try:
@@ -221,12 +223,12 @@ def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds
             print(f"== {events:,} events ({setup.get('n_users'):,} users, {setup.get('n_items'):,} items); "
                   f"setup {setup['seconds']:.1f} s", flush=True)
             for name in stages:
-                for variant, overrides in _variants(name, feeds, engines, offline):
+                for variant, overrides in _variants(name, feeds, engines, offline, joins):
                     row = {"events": events, **measure(name, work, n_events, log, overrides)}
                     if name == "pretrain":
                         row["feed"] = variant
                     elif name == "ranker_set" and variant:
-                        row["offline_engine"] = variant
+                        row["offline_engine"], _, row["historical_engine"] = variant.partition("/")
                     rows.append(row)
                     on_row(row)
                     label = f"{name}[{variant}]" if variant else name
@@ -256,6 +258,8 @@ def main() -> None:
                     help="materialize: run it once per features.materialize_engine, each from an empty online store")
     ap.add_argument("--ranker-offline-stores", nargs="+", choices=("file", "ray"), default=["file"],
                     help="ranker_set: run it once per Feast offline store (features.offline_engine)")
+    ap.add_argument("--historical-engines", nargs="+", choices=("buckets", "feast"), default=["buckets"],
+                    help="ranker_set with the file store: once per point-in-time join (features.historical_engine)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="config overrides for every stage, e.g. train.stop_after_steps=200 (values parsed as YAML)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
@@ -280,7 +284,8 @@ def main() -> None:
 
     for n in args.sizes:
         bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages),
-                   tuple(args.feeds), tuple(args.materialize_engines), keep, tuple(args.ranker_offline_stores))
+                   tuple(args.feeds), tuple(args.materialize_engines), keep, tuple(args.ranker_offline_stores),
+                   tuple(args.historical_engines))
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)
 
 

@@ -117,7 +117,10 @@ class FeaturesConfig(Section):
     # materialization with the file offline store: "buckets" = a view's rows one entity bucket at a time (memory
     # bounded by a bucket: features/materialize.py), "feast" = Feast's local engine (a view's rows in one frame)
     materialize_engine: Literal["buckets", "feast"] = "buckets"
-    materialize_bucket_rows: int = Field(500_000, ge=1)  # offline rows per entity bucket (buckets engine)
+    materialize_bucket_rows: int = Field(500_000, ge=1)  # offline rows per entity bucket (both buckets engines)
+    # point-in-time training sets with the file offline store: "buckets" = one user bucket at a time (memory bounded
+    # by a bucket: features/point_in_time.py), "feast" = Feast's get_historical_features (whole views per call)
+    historical_engine: Literal["buckets", "feast"] = "buckets"
     online_write_rows: int = Field(10_000, ge=1)  # rows per online-store write (every engine)
 
 

@@ -332,7 +332,7 @@ def online_features(
 
 def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors: bool = True,
                         argus: Sequence[str] = (DOT_FEATURE,)) -> pd.DataFrame:
-    """Point-in-time join for impressions (``get_historical_features``), one output row per input row.
+    """Point-in-time join for impressions, one output row per input row (input order).
 
     ``entity_df``: columns user_id, item_id, event_timestamp (tz-aware UTC, the
     impression time) plus anything to carry along. Every feature row used was
@@ -341,34 +341,58 @@ def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors:
     (``features/argus_features.py``, from every vector kind the export wrote; vectorized) and checks
     that a row's vectors share one model version.
 
-    Feast 0.67's file (Dask) store collapses entity rows that share join keys
-    and timestamp (feast-dev/feast#6787: every impression of one request!) and
-    drops rows whose only feature rows are newer than them, so each view is
-    queried with its own unique (keys, timestamp) rows and merged back here.
+    With the file offline store the join runs one user bucket at a time (``features.historical_engine=buckets``,
+    the default: ``features/point_in_time.py``, memory bounded by a bucket); ``feast`` (or the Ray offline store)
+    calls ``get_historical_features``. Feast 0.67's file (Dask) store collapses entity rows that share join keys
+    and timestamp (feast-dev/feast#6787: every impression of one request!) and drops rows whose only feature rows
+    are newer than them, so there each view is queried with its own unique (keys, timestamp) rows and merged back.
     """
-    store = get_store(cfg)
     out = entity_df.reset_index(drop=True).copy()
     groups = [(v.name, list(v.keys), [f"{v.name}:{f}" for f in v.features]) for v in VIEWS]
     kinds = ("user", "item", *(k for k in kinds_for(argus) if k not in ("user", "item"))) if with_vectors else ()
     groups += [(VIEW_OF[k], [f"{k.split('_')[0]}_id"], [f"{VIEW_OF[k]}:{k}_{c}" for c in ("vector", "model_version")])
                for k in kinds]
     dirs = view_dirs(cfg)
-    for view, keys, refs in groups:
-        if not any(dirs[view].glob("*.parquet")):  # nothing exported for this view: all missing
-            out = out.assign(**{r.split(":")[1]: np.nan for r in refs})
-            continue
-        uniq = out[keys + ["event_timestamp"]].drop_duplicates(ignore_index=True)
-        got = store.get_historical_features(entity_df=uniq, features=refs).to_df()
-        got = got[keys + ["event_timestamp"] + [r.split(":")[1] for r in refs]]
-        out = out.merge(got, on=keys + ["event_timestamp"], how="left", validate="many_to_one")
-    if with_vectors:
-        ver = {k: out[f"{k}_model_version"].fillna(-1).astype(np.int64).to_numpy() for k in kinds}
+    columns = [r.split(":")[1] for _, _, refs in groups for r in refs if not r.endswith("_vector")]
+    empty = [r.split(":")[1] for view, _, refs in groups if not any(dirs[view].glob("*.parquet")) for r in refs]
+    out = out.assign(**{c: np.nan for c in empty if not c.endswith("_vector")})  # nothing exported: all missing
+    groups = [g for g in groups if any(dirs[g[0]].glob("*.parquet"))]
+    names = list(dict.fromkeys([DOT_FEATURE, *argus]))
+
+    def finish(frame: pd.DataFrame, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
+        if with_vectors:
+            none = np.full((len(frame), 0), np.nan, dtype=np.float32)
+            vecs = {k: matrices.get(f"{k}_vector", none) for k in kinds}
+            for f, x in features_of_rows(cfg, names, vecs, _row_versions(frame, kinds)).items():
+                frame[f] = x
+        return frame
+
+    if cfg.features.offline_engine == "file" and cfg.features.historical_engine == "buckets":
+        from argusrank.features.point_in_time import ViewJoin, joined_by_bucket
+
+        views = [ViewJoin(dirs[view], tuple(keys), tuple(r.split(":")[1] for r in refs)) for view, keys, refs in groups]
+        out = joined_by_bucket(out, views, cfg.features.materialize_bucket_rows, finish)
+        _row_versions(out, kinds, check=True)
+    else:
+        store = get_store(cfg)
+        for view, keys, refs in groups:
+            uniq = out[keys + ["event_timestamp"]].drop_duplicates(ignore_index=True)
+            got = store.get_historical_features(entity_df=uniq, features=refs).to_df()
+            got = got[keys + ["event_timestamp"] + [r.split(":")[1] for r in refs]]
+            out = out.merge(got, on=keys + ["event_timestamp"], how="left", validate="many_to_one")
+        _row_versions(out, kinds, check=True)
+        vec_cols = [f"{k}_vector" for k in kinds if f"{k}_vector" in out]
+        matrices = {c: to_matrix(out[c].tolist()) for c in vec_cols}
+        out = finish(out.drop(columns=vec_cols), matrices)
+    carried = [*entity_df.columns, *columns]
+    return out[[*carried, *(c for c in out.columns if c not in set(carried))]]
+
+
+def _row_versions(frame: pd.DataFrame, kinds: Sequence[str], check: bool = False) -> np.ndarray:
+    """Each row's model version (-1: no vector); ``check``: refuse rows whose vectors differ in version."""
+    ver = {k: frame[f"{k}_model_version"].fillna(-1).astype(np.int64).to_numpy() for k in kinds}
+    if check:
         for i, a in enumerate(kinds):  # every pair of a row's vectors: one model version
             for b in kinds[i + 1:]:
                 check_versions(ver[a], ver[b], per_row=True)
-        row_version = np.max(np.stack(list(ver.values())), axis=0)  # one version per row (checked), -1: none
-        vecs = {k: to_matrix(out[f"{k}_vector"].tolist()) for k in kinds}
-        for f, x in features_of_rows(cfg, list(dict.fromkeys([DOT_FEATURE, *argus])), vecs, row_version).items():
-            out[f] = x
-        out = out.drop(columns=[f"{k}_vector" for k in kinds])
-    return out
+    return np.max(np.stack(list(ver.values())), axis=0) if ver else np.full(len(frame), -1)

@@ -201,6 +201,40 @@ def test_materialize_by_entity_bucket_gives_feasts_online_rows(filled, tmp_path)
     assert sum(v is not None for v in got["buckets"]["user_item"]["ui_count"]) > 20  # real pairs compared
 
 
+def test_point_in_time_join_by_user_bucket_gives_feasts_rows(filled, tmp_path):
+    """The default point-in-time join (one user bucket at a time, 5 rows per bucket here: many buckets) gives
+    Feast's ``get_historical_features`` rows, value for value: impressions before any feature row, between vector
+    versions, on a snapshot's second, several of one request, users and items without rows, in the input order.
+    Two rows of one user at the same event time: the one created last (Feast's rule; its Dask file store sorts by
+    created, then by event time without keeping that order, so it is compared with the rule, not with Feast)."""
+    cfg, ev, users, items, vec, *_ = filled
+    home = tmp_path / "home"
+    shutil.copytree(cfg.paths.home, home, ignore=shutil.ignore_patterns("online_store.db", "materialize_state.json"))
+    base, t6 = _cfg(home), T0 + 5 * DAY + 6 * 3600
+    later = _vectors(19, 9)  # version 2 again, six hours after day 5
+    _write(base, "user", users, later, 2, t6, "c")
+    store.apply(base)  # the copied registry names the first home's files
+    rng = np.random.default_rng(3)
+    n = 300
+    ts = np.concatenate([rng.integers(T0, T0 + 7 * DAY, n - 5), [T0 + 3 * DAY, T0 + 5 * DAY, T0 + 5 * DAY - 1, T0, t6]])
+    edf = pd.DataFrame({"user_id": np.concatenate([rng.integers(0, 22, n - 5), [2, 2, 3, 40, 2]]),
+                        "item_id": np.concatenate([rng.integers(0, 32, n - 5), [3, 3, 4, 1, 3]]),
+                        "request_id": rng.integers(0, 60, n), "event_timestamp": pd.to_datetime(ts, unit="s", utc=True)})
+    argus = ("argus_dot", "argus_dot_b0of2", "argus_dot_b1of2")
+    engine = lambda e: _cfg(home, **{"features.historical_engine": e, "features.materialize_bucket_rows": 5})
+    got = {e: store.historical_features(engine(e), edf, argus=argus) for e in ("feast", "buckets")}
+    pd.testing.assert_frame_equal(got["buckets"], got["feast"], check_dtype=False)
+    assert list(got["buckets"].columns[:4]) == list(edf.columns) and len(got["buckets"]) == n
+    ok = np.isfinite(got["buckets"]["argus_dot"].to_numpy())
+    assert 0.3 * n < ok.sum() < n and got["buckets"]["ui_count"].notna().sum() > 20  # real values compared
+    dot = lambda u, i: float(u.astype(np.float64) @ i.astype(np.float64))
+    assert got["buckets"]["argus_dot"].iloc[-1] == pytest.approx(dot(later[1], vec["i2"][2]), rel=1e-5)
+    tie = _vectors(19, 10)  # the same user rows and event time as ``later``, created after them
+    _write(base, "user", users, tie, 2, t6, "0", created=time.time() + 100)  # its file scans first
+    again = store.historical_features(engine("buckets"), edf.tail(1), argus=argus)
+    assert again["argus_dot"].iloc[0] == pytest.approx(dot(tie[1], vec["i2"][2]), rel=1e-5)
+
+
 RAY_ENGINE_JOB = """
 import sys, pandas as pd
 from argusrank.features import store

@@ -1,0 +1,129 @@
+"""Point-in-time joins by user bucket: training rows with the feature rows valid at their times.
+
+Feast's file offline store (``get_historical_features``) reads each view's whole source into pandas on every call
+and returns vectors as Python lists (~32 B per float): the ranker set's memory grew with the data (4.8 GB at 10M
+events, bench/README.md "Scale"). Here the entity rows split by ``user_id % n``; for one bucket at a time each
+view's rows are read with a scan-time filter (views keyed by user: the bucket's users; others: the bucket's values
+of their first key) and joined as Feast joins views without a ttl: the row of the same keys with the largest event
+timestamp at or before the entity row's, ties broken by the largest created timestamp; none -> missing (NaN).
+Vectors stay (N, d) float32 matrices. Tested equal to Feast's join (tests/test_features_store.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from argusrank.features.materialize import bucket_count, key_bucket_filter
+from argusrank.features.vectors import to_matrix
+
+TS, CREATED = "event_timestamp", "created"  # the timestamp columns of every view (features/definitions.py)
+
+
+@dataclass(frozen=True)
+class ViewJoin:
+    """One view to join: its offline parquet folder, join keys and feature columns."""
+
+    path: Path
+    keys: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+def time_ns(values: pd.Series) -> np.ndarray:
+    """Timestamps (naive = UTC, as Feast reads them) -> int64 nanoseconds since the epoch."""
+    return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).as_unit("ns").asi8
+
+
+def _column_ns(col: pa.ChunkedArray) -> np.ndarray:
+    typ = col.type
+    if pa.types.is_timestamp(typ) and typ.tz is None:
+        col = col.cast(pa.timestamp(typ.unit, tz="UTC"))
+    return col.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()
+
+
+def _values(col: pa.ChunkedArray) -> np.ndarray:
+    """A view column as numpy: lists (vectors) -> (N, d) float32 matrix, scalars -> float64 (nulls NaN)."""
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        arr = col.combine_chunks()
+        lens = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        if len(arr) and arr.null_count == 0 and (lens == lens[0]).all() and lens[0] > 0:
+            return pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(arr), int(lens[0]))
+        return to_matrix(arr.to_pylist())
+    return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _take(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``values[pos]``, NaN (rows) where ``pos`` is -1."""
+    out = np.full((len(pos), *values.shape[1:]), np.nan, dtype=np.float32 if values.ndim == 2 else np.float64)
+    hit = pos >= 0
+    if len(values):
+        out[hit] = values[pos[hit]]
+    return out
+
+
+def join_view(view: ViewJoin, rows: pd.DataFrame, user_filter: ds.Expression | None) -> dict[str, np.ndarray]:
+    """``view``'s columns for each of ``rows`` (its keys and ``event_timestamp``) as of the row's time."""
+    data = ds.dataset(view.path, format="parquet")
+    keys, t = list(view.keys), time_ns(rows[TS])
+    created = [CREATED] if CREATED in data.schema.names else []
+    if user_filter is not None and "user_id" in keys:
+        where = user_filter
+    else:
+        where = ds.field(keys[0]).isin(pa.array(np.unique(rows[keys[0]].to_numpy()).astype(np.int64)))
+    table = data.to_table(columns=[*keys, TS, *created, *view.columns], filter=where)
+    right = pd.DataFrame({**{k: table[k].to_numpy() for k in keys}, "_t": _column_ns(table[TS]),
+                          "_c": _column_ns(table[CREATED]) if created else np.zeros(table.num_rows, np.int64),
+                          "_pos": np.arange(table.num_rows)})
+    right = right.sort_values(["_t", "_c"], kind="stable")  # ties on _t: the largest created is the last one
+    left = pd.DataFrame({**{k: rows[k].to_numpy().astype(right[k].dtype) for k in keys}, "_t": t,
+                         "_row": np.arange(len(rows))}).sort_values("_t", kind="stable")
+    hit = pd.merge_asof(left, right[[*keys, "_t", "_pos"]], on="_t", by=keys, direction="backward",
+                        allow_exact_matches=True)
+    pos = np.full(len(rows), -1, dtype=np.int64)
+    pos[hit["_row"].to_numpy()] = hit["_pos"].fillna(-1).to_numpy().astype(np.int64)
+    return {c: _take(_values(table[c]), pos) for c in view.columns}
+
+
+def user_buckets(user_ids: np.ndarray, n_buckets: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(bucket, row positions in input order) of every non-empty ``user_id % n_buckets`` bucket."""
+    b = np.asarray(user_ids, dtype=np.int64) % n_buckets
+    order = np.argsort(b, kind="stable")
+    cuts = np.searchsorted(b[order], np.arange(n_buckets + 1))
+    for k in range(n_buckets):
+        if cuts[k + 1] > cuts[k]:
+            yield k, order[cuts[k]:cuts[k + 1]]
+
+
+def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket: int,
+                     finish: Callable[[pd.DataFrame, dict[str, np.ndarray]], pd.DataFrame],
+                     progress: bool = True) -> pd.DataFrame:
+    """``rows`` (user_id, the views' keys, ``event_timestamp``, anything to carry) with every view's columns as
+    of each row's time, one user bucket at a time: ``finish(frame, matrices)`` turns a bucket's frame (scalar
+    columns added) and its vector matrices into the rows kept. Buckets: the smallest power of two giving at most
+    ``rows_per_bucket`` rows per bucket, of the entity rows and of every view's offline rows. Input order."""
+    from tqdm import tqdm
+
+    rows = rows.reset_index(drop=True)
+    largest = max([len(rows), *(ds.dataset(v.path, format="parquet").count_rows() for v in views)])
+    n = bucket_count(largest, rows_per_bucket)
+    parts = []
+    for b, at in tqdm(list(user_buckets(rows["user_id"].to_numpy(), n)), desc="point-in-time join (user buckets)",
+                      disable=None if progress else True, mininterval=5.0):
+        frame = rows.iloc[at].reset_index(drop=True)
+        matrices: dict[str, np.ndarray] = {}
+        for view in views:
+            for col, values in join_view(view, frame, key_bucket_filter("user_id", n, b)).items():
+                if values.ndim == 2:
+                    matrices[col] = values
+                else:
+                    frame[col] = values
+        parts.append(finish(frame, matrices).set_index(pd.Index(at)))
+    if not parts:
+        return finish(rows.copy(), {})
+    return pd.concat(parts).sort_index()
