@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -107,14 +108,22 @@ def stage_pretrain(cfg, work: Path) -> dict:
 
     res = run_pretrain(cfg, cfg.dataset_dir)
     return {"train_seconds": round(res["train_seconds"], 2), "model_version": res["model_version"],
-            "ndcg@10": res["metrics"].get("ndcg@10")}
+            "ndcg@10": res["metrics"].get("ndcg@10"), "epochs_run": len(res["history"]),
+            "final_loss": res["history"][-1].get("loss") if res["history"] else None}
 
 
 def stage_export(cfg, work: Path) -> dict:
     from argusrank.platform.export import export_vectors
 
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     rep = export_vectors(cfg, cfg.dataset_dir, model_ref="candidate")
-    return {"vector_rows": rep.get("rows"), "snapshots": len(rep.get("as_of", []))}
+    total = 0.0  # a fingerprint of the vectors (the same seed on one node or two: the same sum), batch by batch
+    for batch in pq.ParquetFile(rep["user_vectors"]).iter_batches(columns=["user_vector"], batch_size=65_536):
+        total += float(np.sum(pc.list_flatten(batch.column(0)).to_numpy(), dtype=np.float64))
+    return {"vector_rows": rep.get("rows"), "snapshots": len(rep.get("as_of", [])), "user_vector_sum": total}
 
 
 def stage_materialize(cfg, work: Path) -> dict:
@@ -131,8 +140,11 @@ def stage_materialize(cfg, work: Path) -> dict:
 def stage_ranker_set(cfg, work: Path) -> dict:
     from argusrank.platform.ranker_job import ranker_rows
 
+    import numpy as np
+
     feats, is_train, _ = ranker_rows(cfg, cfg.dataset_dir)
-    return {"rows": int(len(feats)), "train_rows": int(is_train.sum())}
+    return {"rows": int(len(feats)), "train_rows": int(is_train.sum()),
+            "argus_dot_sum": float(np.nansum(feats["argus_dot"].to_numpy()))}
 
 
 def run_stage(name: str, work: Path, n_events: int) -> None:
@@ -169,9 +181,14 @@ def tree_rss(pid: int) -> tuple[int, int, int]:
     return total, len(procs), worker
 
 
-def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = None) -> dict:
+def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = None, cluster=None) -> dict:
     """Run stage ``name`` in a child process (config ``overrides`` on top of ``--set``'s); its seconds, process
-    seconds, peak tree RSS and the peak RSS of its Ray Train worker (pre-training)."""
+    seconds, peak tree RSS and the peak RSS of its Ray Train worker (pre-training). With ``cluster`` (a local
+    Ray cluster the stage joins through ``ray.address``) the peak also counts the cluster's processes, and the
+    row gets each node's CPU seconds during the stage."""
+    from node_usage import NodeUsage  # bench/node_usage.py
+
+    nodes = NodeUsage([p.pid for p in cluster.procs]) if cluster else None
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     if overrides:
         env["ARGUSRANK_BENCH_SET"] = json.dumps({**json.loads(env.get("ARGUSRANK_BENCH_SET", "{}")), **overrides})
@@ -183,6 +200,7 @@ def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = 
     peak, nproc, worker = 0, 0, 0
     while proc.poll() is None:
         rss, n, w = tree_rss(proc.pid)
+        rss += nodes.sample() if nodes else 0
         peak, nproc, worker = max(peak, rss), max(nproc, n), max(worker, w)
         time.sleep(0.2)
     wall = time.perf_counter() - t0
@@ -191,29 +209,51 @@ def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = 
     inner = json.loads((work / f"{name}.json").read_text())
     return {"stage": name, "seconds": round(inner.pop("seconds"), 2), "process_seconds": round(wall, 2),
             "peak_rss_mb": round(peak / 2**20, 1), "max_processes": nproc,
-            **({"peak_train_worker_rss_mb": round(worker / 2**20, 1)} if worker else {}), "load_avg_1m_start": load,
+            **({"peak_train_worker_rss_mb": round(worker / 2**20, 1)} if worker else {}),
+            **({"cluster_nodes": len(cluster.procs), "node_cpu_seconds": nodes.cpu_seconds()} if cluster else {}),
+            "load_avg_1m_start": load,
             "load_avg_1m_end": round(os.getloadavg()[0], 2), **inner}
 
 
-def _variants(name: str, feeds: tuple[str, ...], engines: tuple[str, ...], offline: tuple[str, ...] = ("file",),
-              joins: tuple[str, ...] = ("buckets",)) -> list[tuple[str, dict]]:
+@dataclass(frozen=True)
+class Plan:
+    """What to run per size: the stages, the variants of some of them, and where (a local Ray or a cluster)."""
+
+    stages: tuple[str, ...] = STAGES
+    feeds: tuple[str, ...] = ("arrays",)  # pretrain: once per train.feed
+    engines: tuple[str, ...] = ("buckets",)  # materialize: once per features.materialize_engine
+    offline: tuple[str, ...] = ("file",)  # ranker_set: once per features.offline_engine ...
+    joins: tuple[str, ...] = ("buckets",)  # ... and with the file store once per features.historical_engine
+    cluster_nodes: int = 0  # > 0: the stages join a local cluster of this many `ray start` nodes (ray.address)
+    cpus_per_node: int = 1
+
+
+def _variants(name: str, plan: Plan) -> list[tuple[str, dict]]:
     """(label, config overrides) of each run of stage ``name``: one per feed (pretrain), engine (materialize) or
     Feast offline store and, with the file store, point-in-time join engine (ranker_set)."""
     if name == "pretrain":
-        return [(feed, {"train.feed": feed}) for feed in feeds]
+        return [(feed, {"train.feed": feed}) for feed in plan.feeds]
     if name == "materialize":
-        return [(engine, {"features.materialize_engine": engine}) for engine in engines]
+        return [(engine, {"features.materialize_engine": engine}) for engine in plan.engines]
     if name == "ranker_set":
         return [(f"file/{j}" if o == "file" else o, {"features.offline_engine": o, "features.historical_engine": j})
-                for o in offline for j in (joins if o == "file" else ("feast",))]
+                for o in plan.offline for j in (plan.joins if o == "file" else ("feast",))]
     return [("", {})]
 
 
-def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds: tuple[str, ...] = ("arrays",),
-               engines: tuple[str, ...] = ("buckets",), on_row=lambda row: None,
-               offline: tuple[str, ...] = ("file",), joins: tuple[str, ...] = ("buckets",)) -> list[dict]:
+def _start_cluster(plan: Plan):
+    sys.path.insert(0, str(BENCH.parent / "tests"))
+    from ray_cluster import start_cluster  # tests/ray_cluster.py: `ray start` nodes, stopped by PID
+
+    cluster = start_cluster(nodes=plan.cluster_nodes, cpus_per_node=plan.cpus_per_node,
+                            object_store_bytes=1_000_000_000, timeout_s=180)
+    print(f"   cluster: {plan.cluster_nodes} nodes x {plan.cpus_per_node} CPUs at {cluster.address}", flush=True)
+    return cluster
+
+
+def bench_size(n_events: int, tmp: Path, plan: Plan = Plan(), on_row=lambda row: None) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix=f"scale{n_events}-", dir=tmp))
-    rows = []
+    rows, cluster = [], None
     try:
         with open(work / "stages.log", "w") as log:
             setup = measure("synth", work, n_events, log)
@@ -222,9 +262,11 @@ def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds
             events = int(read_metadata(bench_config(work / "home", n_events).dataset_dir)["n_events"])
             print(f"== {events:,} events ({setup.get('n_users'):,} users, {setup.get('n_items'):,} items); "
                   f"setup {setup['seconds']:.1f} s", flush=True)
-            for name in stages:
-                for variant, overrides in _variants(name, feeds, engines, offline, joins):
-                    row = {"events": events, **measure(name, work, n_events, log, overrides)}
+            cluster = _start_cluster(plan) if plan.cluster_nodes else None
+            where = {"ray.address": cluster.address} if cluster else {}
+            for name in plan.stages:
+                for variant, overrides in _variants(name, plan):
+                    row = {"events": events, **measure(name, work, n_events, log, {**overrides, **where}, cluster)}
                     if name == "pretrain":
                         row["feed"] = variant
                     elif name == "ranker_set" and variant:
@@ -232,12 +274,16 @@ def bench_size(n_events: int, tmp: Path, stages: tuple[str, ...] = STAGES, feeds
                     rows.append(row)
                     on_row(row)
                     label = f"{name}[{variant}]" if variant else name
+                    nodes = f", node CPU s {row['node_cpu_seconds']}" if cluster else ""
                     print(f"  {label:<20} {row['seconds']:>8.1f} s {row['peak_rss_mb']:>8.0f} MB  "
                           f"({row['process_seconds']:.1f} s in all, {row['max_processes']} processes, "
-                          f"load {row['load_avg_1m_start']}->{row['load_avg_1m_end']})", flush=True)
+                          f"load {row['load_avg_1m_start']}->{row['load_avg_1m_end']}{nodes})", flush=True)
     except Exception:
         print(f"(kept {work} for inspection)", file=sys.stderr)
         raise
+    finally:
+        if cluster:
+            cluster.stop()
     shutil.rmtree(work, ignore_errors=True)
     return rows
 
@@ -260,6 +306,10 @@ def main() -> None:
                     help="ranker_set: run it once per Feast offline store (features.offline_engine)")
     ap.add_argument("--historical-engines", nargs="+", choices=("buckets", "feast"), default=["buckets"],
                     help="ranker_set with the file store: once per point-in-time join (features.historical_engine)")
+    ap.add_argument("--cluster-nodes", type=int, default=0,
+                    help="> 0: start a local Ray cluster of N `ray start` nodes per size; the stages join it "
+                         "(ray.address); each row gets the nodes' CPU seconds, the peak counts their processes")
+    ap.add_argument("--cpus-per-node", type=int, default=1, help="CPUs of each cluster node (--cluster-nodes)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="config overrides for every stage, e.g. train.stop_after_steps=200 (values parsed as YAML)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
@@ -282,10 +332,11 @@ def main() -> None:
         if args.json and args.json != "-":
             emit_json({"machine": info, "partial": True, "stages": rows}, args.json)
 
+    plan = Plan(tuple(s for s in STAGES if s in args.stages), tuple(args.feeds), tuple(args.materialize_engines),
+                tuple(args.ranker_offline_stores), tuple(args.historical_engines), args.cluster_nodes,
+                args.cpus_per_node)
     for n in args.sizes:
-        bench_size(n, Path(args.tmp or tempfile.gettempdir()), tuple(s for s in STAGES if s in args.stages),
-                   tuple(args.feeds), tuple(args.materialize_engines), keep, tuple(args.ranker_offline_stores),
-                   tuple(args.historical_engines))
+        bench_size(n, Path(args.tmp or tempfile.gettempdir()), plan, keep)
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)
 
 
