@@ -1,4 +1,5 @@
-"""A real multi-node Ray cluster on this machine, for tests and bench/scale.py (--cluster-nodes): ``ray start --head`` plus ``ray start --address``.
+"""A real multi-node Ray cluster on this machine, for tests and ``bench/scale.py --cluster-nodes``: ``ray start
+--head`` plus ``ray start --address``.
 
 Each node is one ``ray start --block`` process with its own ``--temp-dir``, CPUs, object store and ports, in its
 own session: stopping it (SIGTERM to that process) ends only that node's Ray processes; anything still running
