@@ -118,6 +118,7 @@ class FeaturesConfig(Section):
     # bounded by a bucket: features/materialize.py), "feast" = Feast's local engine (a view's rows in one frame)
     materialize_engine: Literal["buckets", "feast"] = "buckets"
     materialize_bucket_rows: int = Field(500_000, ge=1)  # offline rows per entity bucket (both buckets engines)
+    bucket_mb: int = Field(32, ge=1)  # ... and at most this many MB of them (uncompressed): wide rows, more buckets
     # point-in-time training sets with the file offline store: "buckets" = one user bucket at a time (memory bounded
     # by a bucket: features/point_in_time.py), "feast" = Feast's get_historical_features (whole views per call)
     historical_engine: Literal["buckets", "feast"] = "buckets"

@@ -32,6 +32,26 @@ def bucket_count(n_rows: int, rows_per_bucket: int) -> int:
     return min(MAX_BUCKETS, 1 << (need - 1).bit_length())
 
 
+def row_bytes(data: ds.Dataset, columns: list[str]) -> float:
+    """Mean uncompressed bytes per row of ``columns`` in a parquet dataset (from its footers; 0 when empty)."""
+    total, rows = 0, 0
+    for frag in data.get_fragments():
+        meta = frag.metadata
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            total += sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
+                         if group.column(c).path_in_schema.split(".")[0] in columns)
+    return total / rows if rows else 0.0
+
+
+def scan_buckets(n_rows: int, bytes_per_row: float, rows_per_bucket: int, mb_per_bucket: int) -> int:
+    """Buckets for a scan of ``n_rows`` rows: at most ``rows_per_bucket`` rows and ``mb_per_bucket`` MB
+    (uncompressed) each, so wide rows (vectors) get more buckets than narrow ones."""
+    by_bytes = bucket_count(int(n_rows * bytes_per_row), mb_per_bucket * 2**20) if bytes_per_row else 1
+    return max(bucket_count(n_rows, rows_per_bucket), by_bytes)
+
+
 def key_bucket_filter(key: str, n_buckets: int, bucket: int) -> ds.Expression | None:
     """Rows whose ``key`` (an int64 entity id >= 0) is in ``bucket`` of ``n_buckets`` (``key % n == bucket``),
     as a scan-time dataset filter; None for one bucket."""
@@ -64,10 +84,11 @@ def _time_range(schema: pa.Schema, ts: str, start: datetime, end: datetime) -> d
 
 
 def materialize_view(store: "FeatureStore", name: str, path: Path, start: datetime, end: datetime,
-                     rows_per_bucket: int, write_rows: int, progress: bool = True) -> dict[str, Any]:
+                     rows_per_bucket: int, write_rows: int, progress: bool = True,
+                     mb_per_bucket: int = 32) -> dict[str, Any]:
     """Write view ``name``'s latest row per entity among its offline rows (``path``) with event time in
-    [start, end] to the online store, one entity bucket at a time; records the interval in Feast's registry as
-    ``FeatureStore.materialize`` does. Returns the rows written online and the bucket count."""
+    [start, end] to the online store, one entity bucket at a time (:func:`scan_buckets`); records the interval in
+    Feast's registry as ``FeatureStore.materialize`` does. Returns the rows written online and the bucket count."""
     from feast.utils import _convert_arrow_to_proto
     from tqdm import tqdm
 
@@ -79,7 +100,7 @@ def materialize_view(store: "FeatureStore", name: str, path: Path, start: dateti
     columns = [*keys, *(f.name for f in fv.features), ts, *([created] if created else [])]
     data = ds.dataset(path, format="parquet")
     in_range = _time_range(data.schema, ts, start, end)
-    n_buckets = bucket_count(data.count_rows(filter=in_range), rows_per_bucket)
+    n_buckets = scan_buckets(data.count_rows(filter=in_range), row_bytes(data, columns), rows_per_bucket, mb_per_bucket)
     provider, written = store._get_provider(), 0
     for b in tqdm(range(n_buckets), desc=f"materialize {name} (entity buckets)", disable=None if progress else True,
                   mininterval=5.0):

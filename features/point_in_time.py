@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from argusrank.features.materialize import bucket_count, key_bucket_filter
+from argusrank.features.materialize import bucket_count, key_bucket_filter, row_bytes, scan_buckets
 from argusrank.features.vectors import to_matrix
 
 TS, CREATED = "event_timestamp", "created"  # the timestamp columns of every view (features/definitions.py)
@@ -101,17 +101,22 @@ def user_buckets(user_ids: np.ndarray, n_buckets: int) -> Iterator[tuple[int, np
 
 
 def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket: int,
-                     finish: Callable[[pd.DataFrame, dict[str, np.ndarray]], pd.DataFrame],
+                     finish: Callable[[pd.DataFrame, dict[str, np.ndarray]], pd.DataFrame], mb_per_bucket: int = 32,
                      progress: bool = True) -> pd.DataFrame:
     """``rows`` (user_id, the views' keys, ``event_timestamp``, anything to carry) with every view's columns as
     of each row's time, one user bucket at a time: ``finish(frame, matrices)`` turns a bucket's frame (scalar
     columns added) and its vector matrices into the rows kept. Buckets: the smallest power of two giving at most
-    ``rows_per_bucket`` rows per bucket, of the entity rows and of every view's offline rows. Input order."""
+    ``rows_per_bucket`` entity rows per bucket and, for every view keyed by user, at most ``rows_per_bucket`` rows
+    and ``mb_per_bucket`` MB of its offline rows (:func:`materialize.scan_buckets`). Input order."""
     from tqdm import tqdm
 
     rows = rows.reset_index(drop=True)
-    largest = max([len(rows), *(ds.dataset(v.path, format="parquet").count_rows() for v in views)])
-    n = bucket_count(largest, rows_per_bucket)
+    n = bucket_count(len(rows), rows_per_bucket)
+    for v in views:
+        if "user_id" in v.keys:
+            data = ds.dataset(v.path, format="parquet")
+            n = max(n, scan_buckets(data.count_rows(), row_bytes(data, [*v.keys, TS, *v.columns]), rows_per_bucket,
+                                    mb_per_bucket))
     parts = []
     for b, at in tqdm(list(user_buckets(rows["user_id"].to_numpy(), n)), desc="point-in-time join (user buckets)",
                       disable=None if progress else True, mininterval=5.0):

@@ -205,7 +205,7 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
         t0, start, end = time.perf_counter(), _ts(lo / 1e6), _ts(hi / 1e6 + 1)
         if by_bucket:
             extra = materialize_view(store, name, path, start, end, cfg.features.materialize_bucket_rows,
-                                     cfg.features.online_write_rows)
+                                     cfg.features.online_write_rows, mb_per_bucket=cfg.features.bucket_mb)
         else:
             store.materialize(start_date=start, end_date=end, feature_views=[name])
             extra = {}
@@ -371,10 +371,12 @@ def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors:
         from argusrank.features.point_in_time import ViewJoin, joined_by_bucket
 
         views = [ViewJoin(dirs[view], tuple(keys), tuple(r.split(":")[1] for r in refs)) for view, keys, refs in groups]
-        out = joined_by_bucket(out, views, cfg.features.materialize_bucket_rows, finish)
+        out = joined_by_bucket(out, views, cfg.features.materialize_bucket_rows, finish, cfg.features.bucket_mb)
         _row_versions(out, kinds, check=True)
     else:
         store = get_store(cfg)
+        if not {view for view, _, _ in groups} <= {v.name for v in store.list_feature_views()}:
+            apply(cfg)  # Feast joins only views in its registry (the home may not have been materialized yet)
         for view, keys, refs in groups:
             uniq = out[keys + ["event_timestamp"]].drop_duplicates(ignore_index=True)
             got = store.get_historical_features(entity_df=uniq, features=refs).to_df()

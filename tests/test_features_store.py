@@ -201,6 +201,26 @@ def test_materialize_by_entity_bucket_gives_feasts_online_rows(filled, tmp_path)
     assert sum(v is not None for v in got["buckets"]["user_item"]["ui_count"]) > 20  # real pairs compared
 
 
+def test_wide_rows_get_more_scan_buckets(tmp_path):
+    """A bucket is bounded in bytes as well as rows: the same row count of 64-float vectors splits into more buckets
+    than of one float (the vector views' buckets would otherwise grow with the users: bench/README.md "Scale")."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from argusrank.features.materialize import row_bytes, scan_buckets
+
+    n, rng = 10_000, np.random.default_rng(0)  # random values: parquet's encodings cannot shrink them
+    ids = rng.permutation(n)
+    pq.write_table(pa.table({"user_id": ids, "x": rng.random(n)}), tmp_path / "narrow.parquet", row_group_size=4096)
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(rng.random(n * 64, np.float32)), 64).cast(pa.list_(pa.float32()))
+    pq.write_table(pa.table({"user_id": ids, "v": vec}), tmp_path / "wide.parquet", row_group_size=4096)
+    narrow, wide = (row_bytes(ds.dataset(tmp_path / f"{k}.parquet"), ["user_id", "x", "v"]) for k in ("narrow", "wide"))
+    assert 8 <= narrow < 40 and 256 <= wide < 600
+    assert row_bytes(ds.dataset(tmp_path / "wide.parquet"), ["user_id"]) == pytest.approx(narrow / 2, rel=0.5)
+    assert scan_buckets(n, narrow, 500_000, 1) == 1 and scan_buckets(n, wide, 500_000, 1) == 4
+    assert scan_buckets(n, wide, 1_000, 64) == 16  # the row bound still holds
+
+
 def test_point_in_time_join_by_user_bucket_gives_feasts_rows(filled, tmp_path):
     """The default point-in-time join (one user bucket at a time, 5 rows per bucket here: many buckets) gives
     Feast's ``get_historical_features`` rows, value for value: impressions before any feature row, between vector
