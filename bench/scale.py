@@ -1,7 +1,8 @@
 """How time and memory grow with the data: each pipeline stage on Yambda-shaped synthetic events, alone.
 
     python bench/scale.py --sizes 1000000 3000000 [--stages import ...] [--feeds arrays ray_data]
-                          [--materialize-engines buckets feast]
+                          [--materialize-engines buckets feast] [--historical-engines buckets feast]
+                          [--cluster-nodes 2 --cpus-per-node 1]
                           [--set KEY=VALUE ...] [--json PATH|-] [--tmp DIR]
 
 Per size: the synthetic generator (``features/synth.py``, setup) writes the events twice, as a Yambda
@@ -22,6 +23,12 @@ requests). Then each stage runs in its own Python process, in order, on the same
 - ``ranker_set``: the ranker's point-in-time training set (by user bucket, ``features/point_in_time.py``, or Feast
   ``get_historical_features``); with ``--ranker-offline-stores file ray`` once per Feast offline store
   (``features.offline_engine``), with ``--historical-engines buckets feast`` once per join of the file store.
+
+With ``--cluster-nodes N`` a local cluster of N ``ray start`` nodes (``--cpus-per-node`` CPUs and its own object
+store each; tests/ray_cluster.py) is started per size and every stage joins it through ``ray.address``: a row then
+adds each node's CPU seconds during the stage (``node_cpu_seconds``) and its peak counts the cluster's processes.
+Rows carry fingerprints of what a stage computed (``final_loss``, ``ndcg@10``, ``user_vector_sum``,
+``argus_dot_sum``): the same seed on one node or two gives the same values.
 
 ``seconds``: the stage's work inside its process (imports and interpreter start excluded; ``process_seconds``
 has them); ``peak_rss_mb``: the largest sum of RSS over the stage's process and all its descendants (Ray's
