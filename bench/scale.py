@@ -233,6 +233,7 @@ class Plan:
     joins: tuple[str, ...] = ("buckets",)  # ... and with the file store once per features.historical_engine
     cluster_nodes: int = 0  # > 0: the stages join a local cluster of this many `ray start` nodes (ray.address)
     cpus_per_node: int = 1
+    keep: bool = False  # keep each size's work folder (home, logs) for later stages or inspection
 
 
 def _variants(name: str, plan: Plan) -> list[tuple[str, dict]]:
@@ -291,7 +292,10 @@ def bench_size(n_events: int, tmp: Path, plan: Plan = Plan(), on_row=lambda row:
     finally:
         if cluster:
             cluster.stop()
-    shutil.rmtree(work, ignore_errors=True)
+    if plan.keep:
+        print(f"   kept {work}", flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
@@ -317,6 +321,7 @@ def main() -> None:
                     help="> 0: start a local Ray cluster of N `ray start` nodes per size; the stages join it "
                          "(ray.address); each row gets the nodes' CPU seconds, the peak counts their processes")
     ap.add_argument("--cpus-per-node", type=int, default=1, help="CPUs of each cluster node (--cluster-nodes)")
+    ap.add_argument("--keep", action="store_true", help="keep each size's work folder (home, stage logs)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="config overrides for every stage, e.g. train.stop_after_steps=200 (values parsed as YAML)")
     ap.add_argument("--stage", choices=("synth", *STAGES), help=argparse.SUPPRESS)
@@ -341,7 +346,7 @@ def main() -> None:
 
     plan = Plan(tuple(s for s in STAGES if s in args.stages), tuple(args.feeds), tuple(args.materialize_engines),
                 tuple(args.ranker_offline_stores), tuple(args.historical_engines), args.cluster_nodes,
-                args.cpus_per_node)
+                args.cpus_per_node, args.keep)
     for n in args.sizes:
         bench_size(n, Path(args.tmp or tempfile.gettempdir()), plan, keep)
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)

@@ -67,14 +67,14 @@ def _take(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return out
 
 
-def join_view(view: ViewJoin, rows: pd.DataFrame, user_filter: ds.Expression | None) -> dict[str, np.ndarray]:
-    """``view``'s columns for each of ``rows`` (its keys and ``event_timestamp``) as of the row's time."""
+def join_view(view: ViewJoin, rows: pd.DataFrame, where: ds.Expression | None) -> dict[str, np.ndarray]:
+    """``view``'s columns for each of ``rows`` (its keys and ``event_timestamp``) as of the row's time, reading
+    the view's rows that pass ``where`` (a filter that keeps every row of ``rows``' keys; None: the rows of
+    ``rows``' values of the first key)."""
     data = ds.dataset(view.path, format="parquet")
     keys, t = list(view.keys), time_ns(rows[TS])
     created = [CREATED] if CREATED in data.schema.names else []
-    if user_filter is not None and "user_id" in keys:
-        where = user_filter
-    else:
+    if where is None:
         where = ds.field(keys[0]).isin(pa.array(np.unique(rows[keys[0]].to_numpy()).astype(np.int64)))
     table = data.to_table(columns=[*keys, TS, *created, *view.columns], filter=where)
     right = pd.DataFrame({**{k: table[k].to_numpy() for k in keys}, "_t": _column_ns(table[TS]),
@@ -90,9 +90,9 @@ def join_view(view: ViewJoin, rows: pd.DataFrame, user_filter: ds.Expression | N
     return {c: _take(_values(table[c]), pos) for c in view.columns}
 
 
-def user_buckets(user_ids: np.ndarray, n_buckets: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(bucket, row positions in input order) of every non-empty ``user_id % n_buckets`` bucket."""
-    b = np.asarray(user_ids, dtype=np.int64) % n_buckets
+def key_buckets(keys: np.ndarray, n_buckets: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(bucket, row positions in input order) of every non-empty ``key % n_buckets`` bucket."""
+    b = np.asarray(keys, dtype=np.int64) % n_buckets
     order = np.argsort(b, kind="stable")
     cuts = np.searchsorted(b[order], np.arange(n_buckets + 1))
     for k in range(n_buckets):
@@ -100,34 +100,62 @@ def user_buckets(user_ids: np.ndarray, n_buckets: int) -> Iterator[tuple[int, np
             yield k, order[cuts[k]:cuts[k + 1]]
 
 
+def _buckets(views: list[ViewJoin], n_rows: int, rows_per_bucket: int, mb_per_bucket: int) -> int:
+    """Buckets for ``n_rows`` entity rows and ``views``' offline rows (:func:`materialize.scan_buckets`)."""
+    n = bucket_count(n_rows, rows_per_bucket)
+    for v in views:
+        data = ds.dataset(v.path, format="parquet")
+        n = max(n, scan_buckets(data.count_rows(), row_bytes(data, [*v.keys, TS, *v.columns]), rows_per_bucket,
+                                mb_per_bucket))
+    return n
+
+
+def _join_bucket(frame: pd.DataFrame, by_user: list[ViewJoin], by_item: list[ViewJoin], n_users: int, b: int,
+                 n_items: int) -> dict[str, np.ndarray]:
+    """Every view's columns for the rows of user bucket ``b``: views keyed by user read that bucket's rows, the
+    others one item bucket (``item_id % n_items``) at a time, for the rows of that item bucket."""
+    out = {}
+    for view in by_user:
+        out.update(join_view(view, frame, key_bucket_filter("user_id", n_users, b)))
+    for view in by_item:
+        got = [(at, join_view(view, frame.iloc[at],
+                              key_bucket_filter(view.keys[0], n_items, j) if view.keys[0] == "item_id" else None))
+               for j, at in key_buckets(frame[view.keys[0]].to_numpy(), n_items)]
+        for col in view.columns:
+            shape = max((v[col].shape[1:] for _, v in got), default=())  # an item bucket without rows: width 0
+            out[col] = np.full((len(frame), *shape), np.nan, dtype=np.float32 if shape else np.float64)
+            for at, v in got:
+                if v[col].shape[1:] == shape:
+                    out[col][at] = v[col]
+    return out
+
+
 def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket: int,
                      finish: Callable[[pd.DataFrame, dict[str, np.ndarray]], pd.DataFrame], mb_per_bucket: int = 32,
                      progress: bool = True) -> pd.DataFrame:
     """``rows`` (user_id, the views' keys, ``event_timestamp``, anything to carry) with every view's columns as
     of each row's time, one user bucket at a time: ``finish(frame, matrices)`` turns a bucket's frame (scalar
-    columns added) and its vector matrices into the rows kept. Buckets: the smallest power of two giving at most
-    ``rows_per_bucket`` entity rows per bucket and, for every view keyed by user, at most ``rows_per_bucket`` rows
-    and ``mb_per_bucket`` MB of its offline rows (:func:`materialize.scan_buckets`). Input order."""
+    columns added) and its vector matrices into the rows kept. User buckets: the smallest power of two giving at
+    most ``rows_per_bucket`` entity rows and, of every view keyed by user, at most ``rows_per_bucket`` rows and
+    ``mb_per_bucket`` MB of offline rows per bucket (:func:`materialize.scan_buckets`); the views keyed by item
+    are read one item bucket at a time, sized the same way. Returns the rows in input order."""
     from tqdm import tqdm
 
     rows = rows.reset_index(drop=True)
-    n = bucket_count(len(rows), rows_per_bucket)
-    for v in views:
-        if "user_id" in v.keys:
-            data = ds.dataset(v.path, format="parquet")
-            n = max(n, scan_buckets(data.count_rows(), row_bytes(data, [*v.keys, TS, *v.columns]), rows_per_bucket,
-                                    mb_per_bucket))
+    by_user = [v for v in views if "user_id" in v.keys]
+    by_item = [v for v in views if "user_id" not in v.keys]
+    n_users = _buckets(by_user, len(rows), rows_per_bucket, mb_per_bucket)
+    n_items = _buckets(by_item, 0, rows_per_bucket, mb_per_bucket)
     parts = []
-    for b, at in tqdm(list(user_buckets(rows["user_id"].to_numpy(), n)), desc="point-in-time join (user buckets)",
-                      disable=None if progress else True, mininterval=5.0):
+    for b, at in tqdm(list(key_buckets(rows["user_id"].to_numpy(), n_users)), disable=None if progress else True,
+                      desc=f"point-in-time join ({n_users} user x {n_items} item buckets)", mininterval=5.0):
         frame = rows.iloc[at].reset_index(drop=True)
         matrices: dict[str, np.ndarray] = {}
-        for view in views:
-            for col, values in join_view(view, frame, key_bucket_filter("user_id", n, b)).items():
-                if values.ndim == 2:
-                    matrices[col] = values
-                else:
-                    frame[col] = values
+        for col, values in _join_bucket(frame, by_user, by_item, n_users, b, n_items).items():
+            if values.ndim == 2:
+                matrices[col] = values
+            else:
+                frame[col] = values
         parts.append(finish(frame, matrices).set_index(pd.Index(at)))
     if not parts:
         return finish(rows.copy(), {})
