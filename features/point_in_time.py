@@ -146,7 +146,7 @@ def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket:
     by_item = [v for v in views if "user_id" not in v.keys]
     n_users = _buckets(by_user, len(rows), rows_per_bucket, mb_per_bucket)
     n_items = _buckets(by_item, 0, rows_per_bucket, mb_per_bucket)
-    parts = []
+    added: dict[str, np.ndarray] = {}  # the columns joined and finished, filled bucket by bucket (no concat copies)
     for b, at in tqdm(list(key_buckets(rows["user_id"].to_numpy(), n_users)), disable=None if progress else True,
                       desc=f"point-in-time join ({n_users} user x {n_items} item buckets)", mininterval=5.0):
         frame = rows.iloc[at].reset_index(drop=True)
@@ -156,7 +156,11 @@ def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket:
                 matrices[col] = values
             else:
                 frame[col] = values
-        parts.append(finish(frame, matrices).set_index(pd.Index(at)))
-    if not parts:
+        done = finish(frame, matrices)
+        for col in done.columns.difference(rows.columns, sort=False):
+            if col not in added:
+                added[col] = np.full(len(rows), np.nan, dtype=np.result_type(done[col].dtype, np.float32))
+            added[col][at] = done[col].to_numpy()
+    if not len(rows):
         return finish(rows.copy(), {})
-    return pd.concat(parts).sort_index()
+    return rows.assign(**added)
