@@ -4,8 +4,9 @@ Feast's file offline store (``get_historical_features``) reads each view's whole
 and returns vectors as Python lists (~32 B per float): the ranker set's memory grew with the data (4.8 GB at 10M
 events, bench/README.md "Scale"). Here the entity rows split by ``user_id % n``; for one bucket at a time each
 view's rows are read with a scan-time filter (views keyed by user: the bucket's users; views keyed by item: one
-``item_id % m`` bucket at a time, for the bucket's rows of those items) and joined as Feast joins views without a ttl: the row of the same keys with the largest event
-timestamp at or before the entity row's, ties broken by the largest created timestamp; none -> missing (NaN).
+``item_id % m`` bucket at a time, for the bucket's rows of those items) and joined as Feast joins views without a
+ttl: the row of the same keys with the largest event timestamp at or before the entity row's, ties broken by the
+largest created timestamp; none -> missing (NaN).
 Vectors stay (N, d) float32 matrices. Tested equal to Feast's join (tests/test_features_store.py).
 """
 from __future__ import annotations
