@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import secrets
 import shutil
@@ -342,13 +343,16 @@ def read_events(
     user_buckets: Iterable[int] | None = None,
     users: tuple[int, int] = (1, 0),
     time_range: tuple[int, int] | None = None,
+    user_mod: tuple[int, int] | None = None,
 ) -> pa.Table:
     """Read accepted events sorted by (user_id, timestamp, position).
 
     ``columns``: a subset of EVENT_SCHEMA names (default all); ``user_buckets``:
     only these ``user_id % B`` shards (B = :func:`user_buckets_of`; read without touching the others);
     ``users``: (modulus, remainder) of :func:`worker_shard`, filtered while scanning (:func:`users_filter`);
-    ``time_range``: ``(t_from, t_to)``, only events with ``t_from <= timestamp < t_to``, filtered while scanning.
+    ``time_range``: ``(t_from, t_to)``, only events with ``t_from <= timestamp < t_to``, filtered while scanning;
+    ``user_mod``: ``(n, b)``, only users with ``user_id % n == b`` (any ``n``; reads only the shards that can hold
+    them), filtered while scanning.
     """
     path = Path(dataset_dir) / "events"
     if not path.is_dir():
@@ -364,6 +368,13 @@ def read_events(
     if users[0] != 1:  # a worker's share of its buckets' users, filtered while scanning
         by_user = users_filter(user_buckets_of(dataset_dir), *users)
         flt = by_user if flt is None else flt & by_user
+    if user_mod is not None:
+        n, b = int(user_mod[0]), int(user_mod[1])
+        g = math.gcd(n, user_buckets_of(dataset_dir))  # user_id % n == b only in shards k with k % g == b % g
+        shards = [k for k in range(user_buckets_of(dataset_dir)) if k % g == b % g]
+        uid = ds.field("user_id")
+        by_mod = (ds.field(PARTITION_COLUMN).isin(shards)) & ((uid - (uid / n) * n) == b)
+        flt = by_mod if flt is None else flt & by_mod
     if time_range is not None:
         in_range = (ds.field("timestamp") >= int(time_range[0])) & (ds.field("timestamp") < int(time_range[1]))
         flt = in_range if flt is None else flt & in_range

@@ -131,33 +131,52 @@ def _join_bucket(frame: pd.DataFrame, by_user: list[ViewJoin], by_item: list[Vie
     return out
 
 
-def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket: int,
-                     finish: Callable[[pd.DataFrame, dict[str, np.ndarray]], pd.DataFrame], mb_per_bucket: int = 32,
-                     progress: bool = True) -> pd.DataFrame:
-    """``rows`` (user_id, the views' keys, ``event_timestamp``, anything to carry) with every view's columns as
-    of each row's time, one user bucket at a time: ``finish(frame, matrices)`` turns a bucket's frame (scalar
-    columns added) and its vector matrices into the rows kept. User buckets: the smallest power of two giving at
-    most ``rows_per_bucket`` entity rows and, of every view keyed by user, at most ``rows_per_bucket`` rows and
+def join_buckets(n_rows: int, rows_of: Callable[[int, int], pd.DataFrame], views: list[ViewJoin],
+                 rows_per_bucket: int, finish: Callable[[pd.DataFrame, dict[str, np.ndarray]], pd.DataFrame],
+                 mb_per_bucket: int = 32, progress: bool = True) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(bucket, finished rows) for every non-empty user bucket: ``rows_of(n, b)`` gives the entity rows (user_id,
+    the views' keys, ``event_timestamp``, anything to carry) with ``user_id % n == b``, joined with every view's
+    columns as of each row's time and passed through ``finish(frame, matrices)`` (scalar columns added to the
+    frame, vector columns as matrices). Buckets: the smallest power of two giving at most ``rows_per_bucket`` of
+    the ``n_rows`` entity rows and, of every view keyed by user, at most ``rows_per_bucket`` rows and
     ``mb_per_bucket`` MB of offline rows per bucket (:func:`materialize.scan_buckets`); the views keyed by item
-    are read one item bucket at a time, sized the same way. Returns the rows in input order."""
+    are read one item bucket at a time, sized the same way. Memory: one bucket's rows, whatever ``n_rows``."""
     from tqdm import tqdm
 
-    rows = rows.reset_index(drop=True)
     by_user = [v for v in views if "user_id" in v.keys]
     by_item = [v for v in views if "user_id" not in v.keys]
-    n_users = _buckets(by_user, len(rows), rows_per_bucket, mb_per_bucket)
+    n_users = _buckets(by_user, n_rows, rows_per_bucket, mb_per_bucket)
     n_items = _buckets(by_item, 0, rows_per_bucket, mb_per_bucket)
-    added: dict[str, np.ndarray] = {}  # the columns joined and finished, filled bucket by bucket (no concat copies)
-    for b, at in tqdm(list(key_buckets(rows["user_id"].to_numpy(), n_users)), disable=None if progress else True,
-                      desc=f"point-in-time join ({n_users} user x {n_items} item buckets)", mininterval=5.0):
-        frame = rows.iloc[at].reset_index(drop=True)
+    for b in tqdm(range(n_users), disable=None if progress else True, mininterval=5.0,
+                  desc=f"point-in-time join ({n_users} user x {n_items} item buckets)"):
+        frame = rows_of(n_users, b).reset_index(drop=True)
+        if not len(frame):
+            continue
         matrices: dict[str, np.ndarray] = {}
         for col, values in _join_bucket(frame, by_user, by_item, n_users, b, n_items).items():
             if values.ndim == 2:
                 matrices[col] = values
             else:
                 frame[col] = values
-        done = finish(frame, matrices)
+        yield b, finish(frame, matrices)
+
+
+def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket: int,
+                     finish: Callable[[pd.DataFrame, dict[str, np.ndarray]], pd.DataFrame], mb_per_bucket: int = 32,
+                     progress: bool = True) -> pd.DataFrame:
+    """:func:`join_buckets` over the rows of a frame in memory: ``rows`` with every view's columns as of each
+    row's time (and what ``finish`` adds), in input order."""
+    rows = rows.reset_index(drop=True)
+    positions: dict[int, np.ndarray] = {}
+
+    def rows_of(n: int, b: int) -> pd.DataFrame:
+        if not positions:
+            positions.update(key_buckets(rows["user_id"].to_numpy(), n))
+        return rows.iloc[positions.get(b, np.zeros(0, np.int64))]
+
+    added: dict[str, np.ndarray] = {}  # the columns joined and finished, filled bucket by bucket (no concat copies)
+    for b, done in join_buckets(len(rows), rows_of, views, rows_per_bucket, finish, mb_per_bucket, progress):
+        at = positions[b]
         for col in done.columns.difference(rows.columns, sort=False):
             if col not in added:
                 added[col] = np.full(len(rows), np.nan, dtype=np.result_type(done[col].dtype, np.float32))

@@ -330,6 +330,54 @@ def online_features(
 
 # --- offline: point-in-time training sets ----------------------------------------------------
 
+def _join_plan(cfg: StoreConfig, with_vectors: bool, argus: Sequence[str]):
+    """What a point-in-time join reads: the (view, keys, refs) groups with offline rows (and as the bucket join's
+    :class:`point_in_time.ViewJoin`), the feature columns (vectors aside), the vector kinds and ``finish`` (the
+    columns of views with no offline rows, NaN, and the ARGUS features of rows from their vector matrices)."""
+    from argusrank.features.point_in_time import ViewJoin
+
+    groups = [(v.name, list(v.keys), [f"{v.name}:{f}" for f in v.features]) for v in VIEWS]
+    kinds = ("user", "item", *(k for k in kinds_for(argus) if k not in ("user", "item"))) if with_vectors else ()
+    groups += [(VIEW_OF[k], [f"{k.split('_')[0]}_id"], [f"{VIEW_OF[k]}:{k}_{c}" for c in ("vector", "model_version")])
+               for k in kinds]
+    dirs = view_dirs(cfg)
+    columns = [r.split(":")[1] for _, _, refs in groups for r in refs if not r.endswith("_vector")]
+    empty = [r.split(":")[1] for view, _, refs in groups if not any(dirs[view].glob("*.parquet")) for r in refs]
+    groups = [g for g in groups if any(dirs[g[0]].glob("*.parquet"))]
+    names = list(dict.fromkeys([DOT_FEATURE, *argus]))
+
+    def finish(frame: pd.DataFrame, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
+        frame = frame.assign(**{c: np.nan for c in empty if not c.endswith("_vector")})  # nothing exported
+        if with_vectors:
+            none = np.full((len(frame), 0), np.nan, dtype=np.float32)
+            vecs = {k: matrices.get(f"{k}_vector", none) for k in kinds}
+            for f, x in features_of_rows(cfg, names, vecs, _row_versions(frame, kinds)).items():
+                frame[f] = x
+        return frame
+
+    views = [ViewJoin(dirs[view], tuple(keys), tuple(r.split(":")[1] for r in refs)) for view, keys, refs in groups]
+    return groups, views, columns, kinds, finish
+
+
+def historical_feature_parts(cfg: StoreConfig, n_rows: int, rows_of, argus: Sequence[str] = (DOT_FEATURE,),
+                             progress: bool = True):
+    """:func:`historical_features` one user bucket at a time, for entity rows too many to hold: yields
+    ``(bucket, rows with features)`` per non-empty bucket, ``rows_of(n, b)`` giving the entity rows with
+    ``user_id % n == b`` (of ``n_rows`` in all). The file offline store's bucket join only
+    (``features.historical_engine=buckets``, ``features/point_in_time.py``)."""
+    from argusrank.features.point_in_time import join_buckets
+
+    if cfg.features.offline_engine != "file" or cfg.features.historical_engine != "buckets":
+        raise ValueError("point-in-time features by user bucket need features.offline_engine=file and "
+                         f"features.historical_engine=buckets (got {cfg.features.offline_engine}, "
+                         f"{cfg.features.historical_engine})")
+    groups, views, columns, kinds, finish = _join_plan(cfg, True, argus)
+    for b, frame in join_buckets(n_rows, rows_of, views, cfg.features.materialize_bucket_rows, finish,
+                                 cfg.features.bucket_mb, progress):
+        _row_versions(frame, kinds, check=True)
+        yield b, frame
+
+
 def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors: bool = True,
                         argus: Sequence[str] = (DOT_FEATURE,)) -> pd.DataFrame:
     """Point-in-time join for impressions, one output row per input row (input order).
@@ -342,35 +390,17 @@ def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors:
     that a row's vectors share one model version.
 
     With the file offline store the join runs one user bucket at a time (``features.historical_engine=buckets``,
-    the default: ``features/point_in_time.py``, memory bounded by a bucket); ``feast`` (or the Ray offline store)
-    calls ``get_historical_features``. Feast 0.67's file (Dask) store collapses entity rows that share join keys
+    the default: ``features/point_in_time.py``, memory bounded by a bucket; :func:`historical_feature_parts`
+    writes such a join bucket by bucket); ``feast`` (or the Ray offline store) calls
+    ``get_historical_features``. Feast 0.67's file (Dask) store collapses entity rows that share join keys
     and timestamp (feast-dev/feast#6787: every impression of one request!) and drops rows whose only feature rows
     are newer than them, so there each view is queried with its own unique (keys, timestamp) rows and merged back.
     """
     out = entity_df.reset_index(drop=True).copy()
-    groups = [(v.name, list(v.keys), [f"{v.name}:{f}" for f in v.features]) for v in VIEWS]
-    kinds = ("user", "item", *(k for k in kinds_for(argus) if k not in ("user", "item"))) if with_vectors else ()
-    groups += [(VIEW_OF[k], [f"{k.split('_')[0]}_id"], [f"{VIEW_OF[k]}:{k}_{c}" for c in ("vector", "model_version")])
-               for k in kinds]
-    dirs = view_dirs(cfg)
-    columns = [r.split(":")[1] for _, _, refs in groups for r in refs if not r.endswith("_vector")]
-    empty = [r.split(":")[1] for view, _, refs in groups if not any(dirs[view].glob("*.parquet")) for r in refs]
-    out = out.assign(**{c: np.nan for c in empty if not c.endswith("_vector")})  # nothing exported: all missing
-    groups = [g for g in groups if any(dirs[g[0]].glob("*.parquet"))]
-    names = list(dict.fromkeys([DOT_FEATURE, *argus]))
-
-    def finish(frame: pd.DataFrame, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
-        if with_vectors:
-            none = np.full((len(frame), 0), np.nan, dtype=np.float32)
-            vecs = {k: matrices.get(f"{k}_vector", none) for k in kinds}
-            for f, x in features_of_rows(cfg, names, vecs, _row_versions(frame, kinds)).items():
-                frame[f] = x
-        return frame
-
+    groups, views, columns, kinds, finish = _join_plan(cfg, with_vectors, argus)
     if cfg.features.offline_engine == "file" and cfg.features.historical_engine == "buckets":
-        from argusrank.features.point_in_time import ViewJoin, joined_by_bucket
+        from argusrank.features.point_in_time import joined_by_bucket
 
-        views = [ViewJoin(dirs[view], tuple(keys), tuple(r.split(":")[1] for r in refs)) for view, keys, refs in groups]
         out = joined_by_bucket(out, views, cfg.features.materialize_bucket_rows, finish, cfg.features.bucket_mb)
         _row_versions(out, kinds, check=True)
     else:
@@ -382,7 +412,7 @@ def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors:
             got = store.get_historical_features(entity_df=uniq, features=refs).to_df()
             got = got[keys + ["event_timestamp"] + [r.split(":")[1] for r in refs]]
             out = out.merge(got, on=keys + ["event_timestamp"], how="left", validate="many_to_one")
-        _row_versions(out, kinds, check=True)
+        _row_versions(out, kinds, check=True) if kinds else None
         vec_cols = [f"{k}_vector" for k in kinds if f"{k}_vector" in out]
         matrices = {c: to_matrix(out[c].tolist()) for c in vec_cols}
         out = finish(out.drop(columns=vec_cols), matrices)

@@ -124,3 +124,37 @@ def score(model, X: pd.DataFrame | np.ndarray) -> np.ndarray:
     if X.shape[0] == 0:
         return np.zeros(0, np.float32)
     return np.asarray(booster.inplace_predict(X), dtype=np.float32).reshape(-1)
+
+
+def train_ranker_on_batches(
+    batches, *, n_estimators: int, max_depth: int, learning_rate: float, seed: int, n_jobs: int = 2,
+    max_bin: int = 256,
+):
+    """:func:`train_ranker` for rows too many to hold: ``batches()`` yields ``(X, grades, groups)`` one batch at a
+    time (each batch whole requests, rows of a request contiguous; ``X`` a DataFrame of the feature columns) and is
+    called again for each pass. XGBoost quantizes the batches as they come (``QuantileDMatrix`` from a
+    ``DataIter``: about one byte per feature value instead of the rows' floats) and trains the same
+    ``rank:pairwise`` hist booster; returns the ``Booster``."""
+    import xgboost as xgb
+
+    class Batches(xgb.DataIter):
+        def __init__(self) -> None:
+            self._it = None
+            super().__init__(release_data=True)
+
+        def next(self, input_data) -> bool:
+            if self._it is None:
+                self._it = iter(batches())
+            for X, grades, groups in self._it:
+                if len(X):
+                    input_data(data=X, label=np.asarray(grades) + 1, qid=np.asarray(groups))
+                    return True
+            return False
+
+        def reset(self) -> None:
+            self._it = None
+
+    data = xgb.QuantileDMatrix(Batches(), max_bin=max_bin, nthread=n_jobs)
+    params = {"objective": "rank:pairwise", "tree_method": "hist", "max_depth": max_depth, "eta": learning_rate,
+              "seed": seed, "nthread": n_jobs, "max_bin": max_bin}
+    return xgb.train(params, data, num_boost_round=n_estimators)

@@ -110,6 +110,11 @@ class RankerConfig(Section):
     candidate_negatives: int = Field(20, ge=0)  # unlabelled candidates kept per training query (sampled, seed)
     candidate_queries: int = Field(3000, ge=1)  # most (user, snapshot) training queries (sampled, seed)
     final_queries: int = Field(300, ge=1)  # most test queries of the final-list NDCG@10 (sampled, seed)
+    # where the training rows live while the rankers train: memory = one frame; parts = written one user bucket
+    # at a time to <home>/ranker_set/part-*.parquet and fed to XGBoost part by part (memory: a bucket's rows and
+    # XGBoost's quantized matrix, ~1 byte a value; for windows too large to hold; train_on=impressions,
+    # user_vectors=daily and the file store's bucket join only: platform/training/ranker_set.py)
+    training_set: Literal["memory", "parts"] = "memory"
 
     @field_validator("argus_features")
     @classmethod
@@ -120,6 +125,14 @@ class RankerConfig(Section):
         if bad:
             raise ValueError(f"unknown ARGUS features {bad} (features/argus_features.py)")
         return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _parts_need_impressions(self) -> "RankerConfig":
+        if self.training_set == "parts" and (self.train_on, self.user_vectors) != ("impressions", "daily"):
+            raise ValueError("ranker.training_set=parts writes the logged impressions with the daily vectors' "
+                             f"features only: set ranker.train_on=impressions and ranker.user_vectors=daily (got "
+                             f"train_on={self.train_on}, user_vectors={self.user_vectors}) or training_set=memory")
+        return self
 
 
 class CandidateSource(Section):

@@ -26,42 +26,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 
 from argusrank.features.argus_features import ABLATION_GROUPS, DOT, all_features, is_argus_feature
 from argusrank.features.baseline import BASE_FEATURES, ranker_features
 from argusrank.features.splits import dataset_split
 from argusrank.features.vectors import check_versions
-from argusrank.models.ranker import ndcg_at_k, pair_accuracy, score, train_ranker
+from argusrank.models.ranker import ndcg_at_k, pair_accuracy, score, train_ranker_on_batches
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig, RankerConfig
+from argusrank.platform.training.ranker_set import (
+    RankerRows, impressions, split_requests, split_time, write_ranker_set,
+)
 from argusrank.platform.tracking import start_run
-
-
-def impressions(dataset_dir: str | Path, t_from: int, t_to: int) -> pd.DataFrame:
-    """Recommendation impressions (request_id set) with ``t_from <= timestamp < t_to`` and their grades."""
-    from argusrank.features.io import read_events
-    from argusrank.features.schema import feedback_grade
-
-    ev = read_events(dataset_dir, columns=["user_id", "timestamp", "item_id", "request_id", "position",
-                                           "played_ratio", "liked", "disliked"], time_range=(t_from, t_to))
-    ev = ev.filter(pc.is_valid(ev["request_id"]))  # only the window was read: memory of the window, not the log
-    grade = feedback_grade(ev["played_ratio"].to_numpy(zero_copy_only=False).astype(np.float32),
-                           ev["liked"].fill_null(False).to_numpy(zero_copy_only=False),
-                           ev["disliked"].fill_null(False).to_numpy(zero_copy_only=False))
-    df = pd.DataFrame({"user_id": ev["user_id"].to_numpy(), "item_id": ev["item_id"].to_numpy(),
-                       "request_id": ev["request_id"].to_numpy(), "ts": ev["timestamp"].to_numpy(),
-                       "grade": grade.astype(np.int64)})
-    df["event_timestamp"] = pd.to_datetime(df["ts"], unit="s", utc=True)
-    return df
-
-
-def split_requests(df: pd.DataFrame, train_frac: float) -> np.ndarray:
-    """(N,) bool: True for rows of the earliest ``train_frac`` of requests (by request time)."""
-    first = df.groupby("request_id")["ts"].min().sort_values(kind="stable")
-    n_train = int(round(len(first) * train_frac))
-    train_ids = first.index[:n_train]
-    return df["request_id"].isin(train_ids).to_numpy()
 
 
 def _importance_plot(models: dict[str, Any]):
@@ -72,7 +48,7 @@ def _importance_plot(models: dict[str, Any]):
 
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 5))
     for ax, (name, m) in zip(np.atleast_1d(axes), models.items()):
-        gain = m.get_booster().get_score(importance_type="gain")
+        gain = (m.get_booster() if hasattr(m, "get_booster") else m).get_score(importance_type="gain")
         names = sorted(gain, key=gain.get)
         ax.barh(names, [gain[n] for n in names], color=["tab:red" if is_argus_feature(n) else "tab:blue" for n in names])
         ax.set_title(f"{name}: feature importance (gain)")
@@ -149,9 +125,7 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
     impressions the queries come from the users' events and those from ``t_s`` (``t`` rounded up to a
     snapshot) are the test rows.
     Final-list queries: snapshots from ``t_s`` with a positive event (at most ``ranker.final_queries``)."""
-    from argusrank.features import vectors
     from argusrank.platform.training import final_list as fl
-    from argusrank.platform.training.candidate_recall import candidate_context
 
     r = cfg.ranker
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
@@ -160,12 +134,8 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
         raise ValueError(f"no recommendation impressions (request_id set) after T={split.T} in {dataset_dir}: "
                          "ranker.train_on=candidates trains on served candidates instead")
     is_train = split_requests(imp, r.train_frac) if len(imp) else np.zeros(0, bool)
-    t_split = (int(imp["ts"][~is_train].min()) if (~is_train).any()
-               else split.T + int(round(r.train_frac * (split.T_end - split.T))))
-    ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"))
-    i = int(np.searchsorted(ctx.snaps, t_split))
-    t_s = int(ctx.snaps[i]) if i < len(ctx.snaps) else split.T_end  # test queries from here
-    t_lo = int(ctx.snaps[max(int(np.searchsorted(ctx.snaps, t_split, side="right")) - 1, 0)])
+    final, t_lo = _final_queries(cfg, dataset_dir, split_time(imp, is_train, split.T, split.T_end, r.train_frac))
+    ctx, t_s = final["ctx"], final["t_split"]
     rng = np.random.default_rng(cfg.seed)
     parts, masks = [imp], [is_train]
     if r.train_on == "candidates":  # train queries' label windows end by t_split: no test event labels them
@@ -179,11 +149,40 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
             masks.append(np.full(len(rows), train))
     feats, version = _with_features(cfg, pd.concat([p for p in parts if len(p)], ignore_index=True), dataset_dir,
                                     r.user_vectors)
-    final = {"ctx": ctx, "t_split": t_s,  # its own draw: the same test queries whatever train_on is
-             "queries": _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True), r.final_queries,
-                                np.random.default_rng(cfg.seed)),
-             "n_candidate_rows": int(sum(len(p) for p in parts[1:]))}
+    final["n_candidate_rows"] = int(sum(len(p) for p in parts[1:]))
     return feats, np.concatenate(masks), version, final
+
+
+def _final_queries(cfg: ArgusrankConfig, dataset_dir: str | Path, t_split: int) -> tuple[dict, int]:
+    """The final-list test queries (``{"ctx", "t_split", "queries"}``: snapshots from ``t_split`` rounded up to a
+    snapshot with a positive event, at most ``ranker.final_queries``, sampled with the seed) and the last
+    snapshot at or before ``t_split`` (where training queries' label windows end)."""
+    from argusrank.features import vectors
+    from argusrank.platform.training import final_list as fl
+    from argusrank.platform.training.candidate_recall import candidate_context
+
+    split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
+    ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"))
+    i = int(np.searchsorted(ctx.snaps, t_split))
+    t_s = int(ctx.snaps[i]) if i < len(ctx.snaps) else split.T_end  # test queries from here
+    t_lo = int(ctx.snaps[max(int(np.searchsorted(ctx.snaps, t_split, side="right")) - 1, 0)])
+    queries = _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True), cfg.ranker.final_queries,
+                      np.random.default_rng(cfg.seed))  # its own draw: the same test queries whatever train_on is
+    return {"ctx": ctx, "t_split": t_s, "queries": queries, "n_candidate_rows": 0}, t_lo
+
+
+def ranker_rows_of(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[RankerRows, int, dict]:
+    """The rows the rankers train and test on (``ranker.training_set``: one frame in memory, or written by user
+    bucket to ``<home>/ranker_set`` and read part by part), the vectors' model version and the final-list
+    queries (:func:`training_set`)."""
+    if cfg.ranker.training_set == "memory":
+        feats, is_train, version, final = training_set(cfg, dataset_dir)
+        return RankerRows.of_frame(feats, is_train), version, final
+    rs = write_ranker_set(cfg, dataset_dir, cfg.paths.home / "ranker_set", argus=_argus_needed(cfg))
+    if rs.dot_rows == 0:
+        raise ValueError("no row in the ranker window has both vectors as of its time: "
+                         "export snapshots at or before the window (argusrank export) and retry")
+    return RankerRows.of_parts(rs.parts), rs.model_version, _final_queries(cfg, dataset_dir, rs.t_split)[0]
 
 
 def final_list_ndcg(cfg: ArgusrankConfig, final: dict, model, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -212,10 +211,11 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     import mlflow
 
     t0 = time.perf_counter()
-    feats, is_train, version, final = training_set(cfg, dataset_dir)
-    coverage = float(np.isfinite(feats[DOT].to_numpy()).mean())
-    raw = {c: feats[c].to_numpy() for c in feats.columns}
-    ts, grades, groups = feats["ts"].to_numpy(), feats["grade"].to_numpy(), feats["request_id"].to_numpy()
+    rows, version, final = ranker_rows_of(cfg, dataset_dir)
+    test = rows.columns(["request_id", "item_id", "grade", DOT], train=False)
+    seen = rows.columns(["request_id", DOT, "is_train"])  # 17 bytes a row, for the counts
+    coverage = float(np.isfinite(seen[DOT].to_numpy()).mean())
+    grades, groups = test["grade"].to_numpy(), test["request_id"].to_numpy()
     t_features = time.perf_counter() - t0
 
     r = cfg.ranker
@@ -224,11 +224,9 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     models, fitted, ablation = {}, {}, {}
     for name, names in sets.items():
         if names not in fitted:  # a set equal to an earlier one is not trained twice
-            X = pd.DataFrame(ranker_features(raw, ts, names), columns=list(names))
-            m = train_ranker(X[is_train], grades[is_train], groups[is_train], **hp)
-            s = score(m, X[~is_train])
-            fitted[names] = (m, pair_accuracy(s, grades[~is_train], groups[~is_train]),
-                             ndcg_at_k(s, grades[~is_train], groups[~is_train], r.ndcg_k))
+            m = train_ranker_on_batches(lambda names=names: rows.batches(names, train=True), **hp)
+            s = np.concatenate([score(m, X) for X, _, _ in rows.batches(names, train=False)] or [np.zeros(0)])
+            fitted[names] = (m, pair_accuracy(s, grades, groups), ndcg_at_k(s, grades, groups, r.ndcg_k))
         models[name], pa, ndcg = fitted[names]
         ablation[name] = {"features": [f for f in names if f not in BASE_FEATURES], "pair_accuracy": pa, "ndcg": ndcg}
     out: dict[str, Any] = {}
@@ -238,11 +236,9 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     for row in ablation.values():
         row["uplift_rel"] = (row["pair_accuracy"] - base) / base
     out["uplift_rel"], out["uplift_rel_dot"] = ablation["argus"]["uplift_rel"], ablation["dot"]["uplift_rel"]
-    out["oracle_pair_accuracy"] = oracle = oracle_pair_accuracy(dataset_dir, feats[~is_train])
+    out["oracle_pair_accuracy"] = oracle = oracle_pair_accuracy(dataset_dir, test)
     out["gap_closed"] = (out["pair_accuracy_argus"] - base) / (oracle - base) if oracle is not None and oracle > base else None
-    test = feats[~is_train]
-    out["argus_dot_pair_accuracy"] = pair_accuracy(np.nan_to_num(test[DOT].to_numpy(), nan=-1e9),
-                                                   test["grade"].to_numpy(), test["request_id"].to_numpy())
+    out["argus_dot_pair_accuracy"] = pair_accuracy(np.nan_to_num(test[DOT].to_numpy(), nan=-1e9), grades, groups)
     chosen = "argus" if out["pair_accuracy_argus"] >= base else "base"
     t1 = time.perf_counter()
     fin = final_list_ndcg(cfg, final, models[chosen], sets[chosen])
@@ -251,9 +247,10 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     out.update(train_on=r.train_on, user_vectors=r.user_vectors, n_final_queries=int(len(final["queries"][0])),
                n_candidate_rows=final["n_candidate_rows"],
                final_seconds=round(time.perf_counter() - t1, 3))
-    out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(groups[is_train]).size),
-               n_test_requests=int(pd.unique(groups[~is_train]).size),
-               n_impressions=int(len(feats)) - final["n_candidate_rows"],
+    is_train = seen["is_train"].to_numpy()
+    out.update(ndcg_k=r.ndcg_k, n_train_requests=int(pd.unique(seen["request_id"].to_numpy()[is_train]).size),
+               n_test_requests=int(pd.unique(groups).size), training_set=r.training_set,
+               n_impressions=int(len(seen)) - final["n_candidate_rows"],
                dot_coverage=coverage, model_version=version, ranker_chosen=chosen, argus_features=list(r.argus_features),
                ablation=ablation, features_seconds=round(t_features, 3))
 
@@ -272,7 +269,7 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
         fig = _importance_plot({k: models[k] for k in ("base", "argus")})
         mlflow.log_figure(fig, "plots/ranker_feature_importance.png")
         for name in ("base", "argus"):
-            example = pd.DataFrame(ranker_features(raw, ts, sets[name])[:3], columns=list(sets[name]))
+            example = next(rows.batches(sets[name], train=True))[0].head(3)
             info = registry.log_ranker(models[name], f"ranker_{name}", input_example=example,
                                        registered_model_name=cfg.mlflow.ranker_model_name if name == chosen else None)
             if name == chosen:
