@@ -1,7 +1,7 @@
 """How time and memory grow with the data: each pipeline stage on Yambda-shaped synthetic events, alone.
 
     python bench/scale.py --sizes 1000000 3000000 [--stages import ...] [--feeds arrays ray_data]
-                          [--materialize-engines buckets feast] [--historical-engines buckets feast]
+                          [--materialize-engines buckets feast] [--historical-engines buckets feast parts]
                           [--cluster-nodes 2 --cpus-per-node 1]
                           [--set KEY=VALUE ...] [--json PATH|-] [--tmp DIR]
 
@@ -22,7 +22,10 @@ requests). Then each stage runs in its own Python process, in order, on the same
   buckets feast`` runs it once per ``features.materialize_engine`` (by entity bucket / Feast's local engine);
 - ``ranker_set``: the ranker's point-in-time training set (by user bucket, ``features/point_in_time.py``, or Feast
   ``get_historical_features``); with ``--ranker-offline-stores file ray`` once per Feast offline store
-  (``features.offline_engine``), with ``--historical-engines buckets feast`` once per join of the file store.
+  (``features.offline_engine``), with ``--historical-engines buckets feast parts`` once per join of the file
+  store (``parts``: the bucket join written to disk one user bucket at a time, ``ranker.training_set=parts``);
+- ``ranker_train``: the ranker set (as above, per variant) and the ``argus`` ranker trained on it and scored on
+  the test rows (``pair_accuracy``; parts: XGBoost fed part by part).
 
 With ``--cluster-nodes N`` a local cluster of N ``ray start`` nodes (``--cpus-per-node`` CPUs and its own object
 store each; tests/ray_cluster.py) is started per size and every stage joins it through ``ray.address``: a row then
@@ -54,7 +57,7 @@ sys.path.insert(0, str(BENCH))
 from json_out import emit_json  # noqa: E402  (bench/json_out.py)
 from machine_info import machine, machine_info  # noqa: E402
 
-STAGES = ("import", "histories", "pretrain_data", "pretrain", "export", "materialize", "ranker_set")
+STAGES = ("import", "histories", "pretrain_data", "pretrain", "export", "materialize", "ranker_set", "ranker_train")
 EVENTS_PER_USER = 40 + 12 * 8  # default SynthConfig: organic events + requests * slate size
 
 
@@ -144,14 +147,43 @@ def stage_materialize(cfg, work: Path) -> dict:
                       for v, r in rep["views"].items()}}
 
 
-def stage_ranker_set(cfg, work: Path) -> dict:
-    from argusrank.platform.ranker_job import ranker_rows
-
+def _ranker_rows(cfg, work: Path):
+    """The ranker's rows as the job builds them (``ranker.training_set``): a frame in memory, or parts written by
+    user bucket to ``<work>/ranker_set``; with the row count, train rows and the sum of ``argus_dot``."""
     import numpy as np
 
+    from argusrank.platform.ranker_job import _argus_needed, ranker_rows
+    from argusrank.platform.training.ranker_set import RankerRows, write_ranker_set
+
+    if cfg.ranker.training_set == "parts":
+        rs = write_ranker_set(cfg, cfg.dataset_dir, work / "ranker_set", argus=_argus_needed(cfg))
+        return RankerRows.of_parts(rs.parts), {"rows": rs.rows, "train_rows": rs.train_rows,
+                                               "parts": len(rs.parts), "argus_dot_sum": rs.dot_sum}
     feats, is_train, _ = ranker_rows(cfg, cfg.dataset_dir)
-    return {"rows": int(len(feats)), "train_rows": int(is_train.sum()),
-            "argus_dot_sum": float(np.nansum(feats["argus_dot"].to_numpy()))}
+    return RankerRows.of_frame(feats, is_train), {"rows": int(len(feats)), "train_rows": int(is_train.sum()),
+                                                  "argus_dot_sum": float(np.nansum(feats["argus_dot"].to_numpy()))}
+
+
+def stage_ranker_set(cfg, work: Path) -> dict:
+    return _ranker_rows(cfg, work)[1]
+
+
+def stage_ranker_train(cfg, work: Path) -> dict:
+    """The ranker set (as in ``ranker_set``) and the ``argus`` ranker trained on it, scored on the test rows."""
+    import numpy as np
+
+    from argusrank.models.ranker import pair_accuracy, score, train_ranker_on_batches
+    from argusrank.platform.ranker_job import feature_sets
+
+    rows, out = _ranker_rows(cfg, work)
+    t0 = time.perf_counter()
+    r, names = cfg.ranker, feature_sets(cfg.ranker)["argus"]
+    model = train_ranker_on_batches(lambda: rows.batches(names, train=True), n_estimators=r.n_estimators,
+                                    max_depth=r.max_depth, learning_rate=r.learning_rate, seed=cfg.seed)
+    test = rows.columns(["request_id", "grade"], train=False)
+    s = np.concatenate([score(model, X) for X, _, _ in rows.batches(names, train=False)])
+    return {**out, "train_seconds": round(time.perf_counter() - t0, 3),
+            "pair_accuracy": pair_accuracy(s, test["grade"].to_numpy(), test["request_id"].to_numpy())}
 
 
 def run_stage(name: str, work: Path, n_events: int) -> None:
@@ -243,8 +275,10 @@ def _variants(name: str, plan: Plan) -> list[tuple[str, dict]]:
         return [(feed, {"train.feed": feed}) for feed in plan.feeds]
     if name == "materialize":
         return [(engine, {"features.materialize_engine": engine}) for engine in plan.engines]
-    if name == "ranker_set":
-        return [(f"file/{j}" if o == "file" else o, {"features.offline_engine": o, "features.historical_engine": j})
+    if name in ("ranker_set", "ranker_train"):  # join "parts": the buckets join, written by user bucket
+        return [(f"file/{j}" if o == "file" else o,
+                 {"features.offline_engine": o, "features.historical_engine": "feast" if j == "feast" else "buckets",
+                  "ranker.training_set": "parts" if j == "parts" else "memory"})
                 for o in plan.offline for j in (plan.joins if o == "file" else ("feast",))]
     return [("", {})]
 
@@ -277,7 +311,7 @@ def bench_size(n_events: int, tmp: Path, plan: Plan = Plan(), on_row=lambda row:
                     row = {"events": events, **measure(name, work, n_events, log, {**overrides, **where}, cluster)}
                     if name == "pretrain":
                         row["feed"] = variant
-                    elif name == "ranker_set" and variant:
+                    elif name in ("ranker_set", "ranker_train") and variant:
                         row["offline_engine"], _, row["historical_engine"] = variant.partition("/")
                     rows.append(row)
                     on_row(row)
@@ -315,8 +349,10 @@ def main() -> None:
                     help="materialize: run it once per features.materialize_engine, each from an empty online store")
     ap.add_argument("--ranker-offline-stores", nargs="+", choices=("file", "ray"), default=["file"],
                     help="ranker_set: run it once per Feast offline store (features.offline_engine)")
-    ap.add_argument("--historical-engines", nargs="+", choices=("buckets", "feast"), default=["buckets"],
-                    help="ranker_set with the file store: once per point-in-time join (features.historical_engine)")
+    ap.add_argument("--historical-engines", nargs="+", choices=("buckets", "feast", "parts"), default=["buckets"],
+                    help="ranker_set/ranker_train with the file store: once per point-in-time join "
+                         "(features.historical_engine; parts: the buckets join written by user bucket, "
+                         "ranker.training_set=parts)")
     ap.add_argument("--cluster-nodes", type=int, default=0,
                     help="> 0: start a local Ray cluster of N `ray start` nodes per size; the stages join it "
                          "(ray.address); each row gets the nodes' CPU seconds, the peak counts their processes")

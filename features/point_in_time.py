@@ -48,14 +48,10 @@ def _column_ns(col: pa.ChunkedArray) -> np.ndarray:
     return col.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()
 
 
-def _values(col: pa.ChunkedArray) -> np.ndarray:
-    """A view column as numpy: lists (vectors) -> (N, d) float32 matrix, scalars -> float64 (nulls NaN)."""
-    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-        arr = col.combine_chunks()
-        lens = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        if len(arr) and arr.null_count == 0 and (lens == lens[0]).all() and lens[0] > 0:
-            return pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(arr), int(lens[0]))
-        return to_matrix(arr.to_pylist())
+def _values(col: pa.ChunkedArray, width: int | None) -> np.ndarray:
+    """A view column as numpy: lists (vectors) -> (N, width) float32 matrix, scalars -> float64 (nulls NaN)."""
+    if width is not None:
+        return to_matrix(col, width)
     return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
 
 
@@ -68,27 +64,60 @@ def _take(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return out
 
 
-def join_view(view: ViewJoin, rows: pd.DataFrame, where: ds.Expression | None) -> dict[str, np.ndarray]:
-    """``view``'s columns for each of ``rows`` (its keys and ``event_timestamp``) as of the row's time, reading
-    the view's rows that pass ``where`` (a filter that keeps every row of ``rows``' keys; None: the rows of
-    ``rows``' values of the first key)."""
+@dataclass(frozen=True)
+class ViewRows:
+    """One read of a view: its keys and times sorted for the as-of join (ties on time: the row created last is
+    the last one) and its columns as numpy (vectors (M, d) float32, scalars float64)."""
+
+    order: pd.DataFrame  # keys, "_t" (event time, ns), "_pos" (row in ``values``)
+    values: dict[str, np.ndarray]
+
+
+def vector_widths(view: ViewJoin) -> dict[str, int]:
+    """The width of each vector (list) column of ``view``, from its first row with one (0: no row has one)."""
     data = ds.dataset(view.path, format="parquet")
-    keys, t = list(view.keys), time_ns(rows[TS])
+    widths = {}
+    for c in view.columns:
+        typ = data.schema.field(c).type
+        if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            first = data.head(1, columns=[c], filter=ds.field(c).is_valid()).column(c)
+            widths[c] = len(first[0]) if len(first) else 0
+    return widths
+
+
+def read_view(view: ViewJoin, where: ds.Expression | None, widths: dict[str, int]) -> ViewRows:
+    """``view``'s rows that pass ``where`` (None: all), ready for :func:`as_of`."""
+    data = ds.dataset(view.path, format="parquet")
+    keys = list(view.keys)
     created = [CREATED] if CREATED in data.schema.names else []
-    if where is None:
-        where = ds.field(keys[0]).isin(pa.array(np.unique(rows[keys[0]].to_numpy()).astype(np.int64)))
     table = data.to_table(columns=[*keys, TS, *created, *view.columns], filter=where)
-    right = pd.DataFrame({**{k: table[k].to_numpy() for k in keys}, "_t": _column_ns(table[TS]),
+    order = pd.DataFrame({**{k: table[k].to_numpy() for k in keys}, "_t": _column_ns(table[TS]),
                           "_c": _column_ns(table[CREATED]) if created else np.zeros(table.num_rows, np.int64),
                           "_pos": np.arange(table.num_rows)})
-    right = right.sort_values(["_t", "_c"], kind="stable")  # ties on _t: the largest created is the last one
-    left = pd.DataFrame({**{k: rows[k].to_numpy().astype(right[k].dtype) for k in keys}, "_t": t,
+    order = order.sort_values(["_t", "_c"], kind="stable")  # ties on _t: the largest created is the last one
+    return ViewRows(order[[*keys, "_t", "_pos"]], {c: _values(table[c], widths.get(c)) for c in view.columns})
+
+
+def as_of(view: ViewJoin, side: ViewRows, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``view``'s columns for each of ``rows`` (its keys and ``event_timestamp``): those of the row of the same
+    keys with the latest time at or before the row's (read in ``side``), NaN where none."""
+    keys = list(view.keys)
+    left = pd.DataFrame({**{k: rows[k].to_numpy().astype(side.order[k].dtype) for k in keys}, "_t": time_ns(rows[TS]),
                          "_row": np.arange(len(rows))}).sort_values("_t", kind="stable")
-    hit = pd.merge_asof(left, right[[*keys, "_t", "_pos"]], on="_t", by=keys, direction="backward",
-                        allow_exact_matches=True)
+    hit = pd.merge_asof(left, side.order, on="_t", by=keys, direction="backward", allow_exact_matches=True)
     pos = np.full(len(rows), -1, dtype=np.int64)
     pos[hit["_row"].to_numpy()] = hit["_pos"].fillna(-1).to_numpy().astype(np.int64)
-    return {c: _take(_values(table[c]), pos) for c in view.columns}
+    return {c: _take(v, pos) for c, v in side.values.items()}
+
+
+def join_view(view: ViewJoin, rows: pd.DataFrame, where: ds.Expression | None,
+              widths: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """``view``'s columns for each of ``rows`` as of the row's time, reading the view's rows that pass ``where`` (a
+    filter that keeps every row of ``rows``' keys; None: the rows of ``rows``' values of the first key)."""
+    if where is None:
+        key = view.keys[0]
+        where = ds.field(key).isin(pa.array(np.unique(rows[key].to_numpy()).astype(np.int64)))
+    return as_of(view, read_view(view, where, vector_widths(view) if widths is None else widths), rows)
 
 
 def key_buckets(keys: np.ndarray, n_buckets: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -111,23 +140,35 @@ def _buckets(views: list[ViewJoin], n_rows: int, rows_per_bucket: int, mb_per_bu
     return n
 
 
+ITEM_BUCKETS_KEPT = 4  # item buckets of a view kept across user buckets (each at most mb_per_bucket MB): at most
+# this many are read once per join; more are read once per user bucket (swapping the loops would read each once)
+
+
 def _join_bucket(frame: pd.DataFrame, by_user: list[ViewJoin], by_item: list[ViewJoin], n_users: int, b: int,
-                 n_items: int) -> dict[str, np.ndarray]:
+                 n_items: int, widths: dict[Path, dict[str, int]], kept: dict | None) -> dict[str, np.ndarray]:
     """Every view's columns for the rows of user bucket ``b``: views keyed by user read that bucket's rows, the
-    others one item bucket (``item_id % n_items``) at a time, for the rows of that item bucket."""
+    others one item bucket (``item_id % n_items``) at a time, for the rows of that item bucket (``kept``: a dict
+    holding each item bucket's read for the next user buckets; None: read again)."""
     out = {}
     for view in by_user:
-        out.update(join_view(view, frame, key_bucket_filter("user_id", n_users, b)))
+        out.update(as_of(view, read_view(view, key_bucket_filter("user_id", n_users, b), widths[view.path]), frame))
     for view in by_item:
-        got = [(at, join_view(view, frame.iloc[at],
-                              key_bucket_filter(view.keys[0], n_items, j) if view.keys[0] == "item_id" else None))
-               for j, at in key_buckets(frame[view.keys[0]].to_numpy(), n_items)]
+        w = widths[view.path]
         for col in view.columns:
-            shape = max((v[col].shape[1:] for _, v in got), default=())  # an item bucket without rows: width 0
-            out[col] = np.full((len(frame), *shape), np.nan, dtype=np.float32 if shape else np.float64)
-            for at, v in got:
-                if v[col].shape[1:] == shape:
-                    out[col][at] = v[col]
+            out[col] = np.full((len(frame), w[col]) if col in w else len(frame), np.nan,
+                               dtype=np.float32 if col in w else np.float64)
+        for j, at in key_buckets(frame[view.keys[0]].to_numpy(), n_items):
+            if view.keys[0] != "item_id":  # keyed by something else: the rows' own keys
+                got = join_view(view, frame.iloc[at], None, w)
+            else:
+                side = kept.get((view.path, j)) if kept is not None else None
+                if side is None:
+                    side = read_view(view, key_bucket_filter("item_id", n_items, j), w)
+                    if kept is not None:
+                        kept[(view.path, j)] = side
+                got = as_of(view, side, frame.iloc[at])
+            for col, values in got.items():
+                out[col][at] = values
     return out
 
 
@@ -147,13 +188,15 @@ def join_buckets(n_rows: int, rows_of: Callable[[int, int], pd.DataFrame], views
     by_item = [v for v in views if "user_id" not in v.keys]
     n_users = _buckets(by_user, n_rows, rows_per_bucket, mb_per_bucket)
     n_items = _buckets(by_item, 0, rows_per_bucket, mb_per_bucket)
+    widths = {v.path: vector_widths(v) for v in views}
+    kept: dict | None = {} if n_items <= ITEM_BUCKETS_KEPT else None
     for b in tqdm(range(n_users), disable=None if progress else True, mininterval=5.0,
                   desc=f"point-in-time join ({n_users} user x {n_items} item buckets)"):
         frame = rows_of(n_users, b).reset_index(drop=True)
         if not len(frame):
             continue
         matrices: dict[str, np.ndarray] = {}
-        for col, values in _join_bucket(frame, by_user, by_item, n_users, b, n_items).items():
+        for col, values in _join_bucket(frame, by_user, by_item, n_users, b, n_items, widths, kept).items():
             if values.ndim == 2:
                 matrices[col] = values
             else:

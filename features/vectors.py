@@ -165,16 +165,35 @@ def archive_other_versions(cfg: StoreConfig, version: int) -> list[Path]:
 
 # --- vectors as Feast returns them -----------------------------------------------------------
 
-def to_matrix(values: Sequence[Any]) -> np.ndarray:
-    """Feast list values (lists / arrays, None or NaN where missing) -> (N, d) float32, NaN rows where missing."""
-    values = list(values)
-    if values and all(isinstance(v, (list, np.ndarray)) for v in values):  # every row present: one numpy call
-        try:
-            out = np.asarray(values, dtype=np.float32)
-        except ValueError:  # rows of different lengths: the checked path below names the row
-            out = None
-        if out is not None and out.ndim == 2 and out.shape[1] > 0:
-            return out
+def to_matrix(values: Sequence[Any] | pa.Array | pa.ChunkedArray, width: int | None = None) -> np.ndarray:
+    """Feast list values (lists / arrays, None or NaN where missing) or an arrow list column -> (N, d) float32,
+    NaN rows where missing; ``width``: d when known (a column whose rows all miss gives (N, width))."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        arr = arr.cast(pa.list_(pa.float32()))
+    else:
+        values = list(values)
+        if values and all(isinstance(v, (list, np.ndarray)) for v in values):  # every row present: one numpy call
+            try:
+                out = np.asarray(values, dtype=np.float32)
+            except ValueError:  # rows of different lengths: the checked path below names the row
+                out = None
+            if out is not None and out.ndim == 2 and out.shape[1] > 0 and width in (None, out.shape[1]):
+                return out
+        arr = pa.array(pd.Series(values, dtype=object), type=pa.list_(pa.float32()), from_pandas=True)
+    lens = pc.fill_null(pc.list_value_length(arr), 0).to_numpy()
+    d = int(lens.max()) if len(lens) else 0
+    d = width if width is not None and d == 0 else d
+    ok = lens == d
+    if (width is not None and d != width) or (d and not ok[lens > 0].all()):
+        row = int(np.flatnonzero((lens > 0) & (lens != (width if width is not None else d)))[0])
+        raise ValueError(f"vector at row {row} has {lens[row]} dims, others {width if width is not None else d}")
+    if d and ok.all() and arr.null_count == 0:  # every row present: a view of the flat values
+        return arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+    out = np.full((len(arr), d), np.nan, dtype=np.float32)
+    if d:
+        out[ok] = arr.filter(pa.array(ok)).flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+    return out
     arr = pa.array(pd.Series(list(values), dtype=object), type=pa.list_(pa.float32()), from_pandas=True)
     lens = pc.fill_null(pc.list_value_length(arr), 0).to_numpy()
     d = int(lens.max()) if len(lens) else 0

@@ -221,7 +221,7 @@ def test_wide_rows_get_more_scan_buckets(tmp_path):
     assert scan_buckets(n, wide, 1_000, 64) == 16  # the row bound still holds
 
 
-def test_point_in_time_join_by_user_bucket_gives_feasts_rows(filled, tmp_path):
+def test_point_in_time_join_by_user_bucket_gives_feasts_rows(filled, tmp_path, monkeypatch):
     """The default point-in-time join (one user bucket at a time, 5 rows per bucket here: many buckets) gives
     Feast's ``get_historical_features`` rows, value for value: impressions before any feature row, between vector
     versions, on a snapshot's second, several of one request, users and items without rows, in the input order.
@@ -245,6 +245,12 @@ def test_point_in_time_join_by_user_bucket_gives_feasts_rows(filled, tmp_path):
     got = {e: store.historical_features(engine(e), edf, argus=argus) for e in ("feast", "buckets")}
     pd.testing.assert_frame_equal(got["buckets"], got["feast"], check_dtype=False)
     assert list(got["buckets"].columns[:4]) == list(edf.columns) and len(got["buckets"]) == n
+    from argusrank.features import point_in_time
+
+    monkeypatch.setattr(point_in_time, "ITEM_BUCKETS_KEPT", 1 << 20)  # each item bucket read once, kept for all
+    kept = store.historical_features(engine("buckets"), edf, argus=argus)
+    pd.testing.assert_frame_equal(kept, got["feast"], check_dtype=False)
+    monkeypatch.undo()
     ok = np.isfinite(got["buckets"]["argus_dot"].to_numpy())
     assert 0.3 * n < ok.sum() < n and got["buckets"]["ui_count"].notna().sum() > 20  # real values compared
     dot = lambda u, i: float(u.astype(np.float64) @ i.astype(np.float64))
