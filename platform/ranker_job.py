@@ -17,6 +17,9 @@ list and aliased ``cfg.ranker.alias``.
 logs without impressions); either way the job reports ``final_ndcg@10``: NDCG@10 of the final list (candidates
 of each configuration ranked by the chosen ranker) over the test part of the window
 (:mod:`argusrank.platform.training.final_list`).
+
+``ranker.training_set=parts`` writes the rows by user bucket (:mod:`argusrank.platform.training.ranker_set`) and
+feeds XGBoost part by part; both modes train through the same batches (``RankerRows``), same results.
 """
 from __future__ import annotations
 
