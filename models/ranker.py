@@ -134,7 +134,8 @@ def train_ranker_on_batches(
     time (each batch whole requests, rows of a request contiguous; ``X`` a DataFrame of the feature columns) and is
     called again for each pass. XGBoost quantizes the batches as they come (``QuantileDMatrix`` from a
     ``DataIter``: about one byte per feature value instead of the rows' floats) and trains the same
-    ``rank:pairwise`` hist booster; returns the ``Booster``."""
+    ``rank:pairwise`` hist booster; returns the ``Booster``. Inside a Ray Train XGBoost worker (XGBoost's
+    collective set up) the workers' batches train one booster together."""
     import xgboost as xgb
 
     class Batches(xgb.DataIter):

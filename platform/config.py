@@ -115,6 +115,9 @@ class RankerConfig(Section):
     # XGBoost's quantized matrix, ~1 byte a value; for windows too large to hold; train_on=impressions,
     # user_vectors=daily and the file store's bucket join only: platform/training/ranker_set.py)
     training_set: Literal["memory", "parts"] = "memory"
+    # 0: XGBoost trains in the job's process; N: Ray Train's XGBoostTrainer with N workers (on ray.address's
+    # cluster), each reading its share of the parts (training_set=parts; platform/training/ranker_ray.py)
+    num_workers: int = Field(0, ge=0)
 
     @field_validator("argus_features")
     @classmethod
@@ -132,6 +135,9 @@ class RankerConfig(Section):
             raise ValueError("ranker.training_set=parts writes the logged impressions with the daily vectors' "
                              f"features only: set ranker.train_on=impressions and ranker.user_vectors=daily (got "
                              f"train_on={self.train_on}, user_vectors={self.user_vectors}) or training_set=memory")
+        if self.num_workers and self.training_set != "parts":
+            raise ValueError(f"ranker.num_workers={self.num_workers} trains on Ray over the parts of the ranker set: "
+                             "set ranker.training_set=parts (or num_workers=0)")
         return self
 
 

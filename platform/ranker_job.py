@@ -19,7 +19,9 @@ of each configuration ranked by the chosen ranker) over the test part of the win
 (:mod:`argusrank.platform.training.final_list`).
 
 ``ranker.training_set=parts`` writes the rows by user bucket (:mod:`argusrank.platform.training.ranker_set`) and
-feeds XGBoost part by part; both modes train through the same batches (``RankerRows``), same results.
+feeds XGBoost part by part; both modes train through the same batches (``RankerRows``), same results. With
+``ranker.num_workers`` > 0 Ray Train's XGBoostTrainer trains each ranker over the parts
+(:mod:`argusrank.platform.training.ranker_ray`).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from argusrank.features.vectors import check_versions
 from argusrank.models.ranker import ndcg_at_k, pair_accuracy, score, train_ranker_on_batches
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig, RankerConfig
+from argusrank.platform.training.ranker_ray import train_ranker_on_ray
 from argusrank.platform.training.ranker_set import (
     RankerRows, impressions, split_requests, split_time, write_ranker_set,
 )
@@ -227,7 +230,8 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     models, fitted, ablation = {}, {}, {}
     for name, names in sets.items():
         if names not in fitted:  # a set equal to an earlier one is not trained twice
-            m = train_ranker_on_batches(lambda names=names: rows.batches(names, train=True), **hp)
+            m = (train_ranker_on_ray(cfg, rows.parts, names, n_workers=r.num_workers, **hp) if r.num_workers
+                 else train_ranker_on_batches(lambda names=names: rows.batches(names, train=True), **hp))
             s = np.concatenate([score(m, X) for X, _, _ in rows.batches(names, train=False)] or [np.zeros(0)])
             fitted[names] = (m, pair_accuracy(s, grades, groups), ndcg_at_k(s, grades, groups, r.ndcg_k))
         models[name], pa, ndcg = fitted[names]
@@ -247,7 +251,8 @@ def train_rankers(cfg: ArgusrankConfig, dataset_dir: str | Path) -> dict[str, An
     fin = final_list_ndcg(cfg, final, models[chosen], sets[chosen])
     out["final_ndcg@10"], out["final_ndcg@10_seen_filtered"] = fin["seen_kept"], fin["seen_filtered"]
     out["final_ndcg@10_source_order"] = fin["source_order"]
-    out.update(train_on=r.train_on, user_vectors=r.user_vectors, n_final_queries=int(len(final["queries"][0])),
+    out.update(train_on=r.train_on, user_vectors=r.user_vectors, ranker_workers=r.num_workers,
+               n_final_queries=int(len(final["queries"][0])),
                n_candidate_rows=final["n_candidate_rows"],
                final_seconds=round(time.perf_counter() - t1, 3))
     is_train = seen["is_train"].to_numpy()

@@ -23,7 +23,8 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 def test_parts_hold_the_frames_rows_and_train_the_same_rankers(tmp_path):
     """Written one user bucket at a time (several buckets), the parts hold exactly the rows, features and train
-    split of the frame in memory, each request in one part; XGBoost fed part by part learns the same rankers."""
+    split of the frame in memory, each request in one part; XGBoost fed part by part learns the same rankers, in
+    the job's process or with Ray Train's XGBoostTrainer over 2 workers."""
     from argusrank.features.baseline import BASE_FEATURES
     from argusrank.models.ranker import pair_accuracy, score, train_ranker_on_batches
     from argusrank.platform.ranker_job import _argus_needed, ranker_rows, train_rankers
@@ -46,25 +47,49 @@ def test_parts_hold_the_frames_rows_and_train_the_same_rankers(tmp_path):
     want = _sorted(feats.assign(is_train=is_train))
     pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
 
-    names = (*BASE_FEATURES, "argus_dot")
-    hp = dict(n_estimators=8, max_depth=3, learning_rate=0.2, seed=0)
+    r = cfg.ranker
+    hp = dict(n_estimators=r.n_estimators, max_depth=r.max_depth, learning_rate=r.learning_rate, seed=cfg.seed)
     mem, disk = RankerRows.of_frame(feats, is_train), RankerRows.of_parts(rs.parts)
     scores = {}
     for label, rows in (("mem", mem), ("disk", disk)):
-        model = train_ranker_on_batches(lambda rows=rows: rows.batches(names, train=True), **hp)
-        test = rows.columns(["request_id", "item_id", "grade"], train=False)
-        s = np.concatenate([score(model, X) for X, _, _ in rows.batches(names, train=False)])
-        scores[label] = (_sorted(test.assign(s=s, ts=0, user_id=0))["s"].to_numpy(),
-                         pair_accuracy(s, test["grade"].to_numpy(), test["request_id"].to_numpy()))
-    assert scores["mem"][1] == pytest.approx(scores["disk"][1], abs=1e-12)
-    np.testing.assert_allclose(scores["mem"][0], scores["disk"][0], atol=1e-6)
+        for names in (BASE_FEATURES, (*BASE_FEATURES, "argus_dot")):
+            model = train_ranker_on_batches(lambda rows=rows, names=names: rows.batches(names, train=True), **hp)
+            test = rows.columns(["request_id", "item_id", "grade"], train=False)
+            s = np.concatenate([score(model, X) for X, _, _ in rows.batches(names, train=False)])
+            scores[label, len(names)] = (_sorted(test.assign(s=s, ts=0, user_id=0))["s"].to_numpy(),
+                                         pair_accuracy(s, test["grade"].to_numpy(), test["request_id"].to_numpy()))
+    for key in scores:
+        if key[0] == "disk":
+            assert scores[key][1] == pytest.approx(scores["mem", key[1]][1], abs=1e-12)
+            np.testing.assert_allclose(scores[key][0], scores["mem", key[1]][0], atol=1e-6)
 
-    out_mem = train_rankers(cfg, data)
-    out_disk = train_rankers(with_overrides(cfg, {"ranker.training_set": "parts"}), data)
-    assert out_disk["training_set"] == "parts" and (cfg.paths.home / "ranker_set").is_dir()
-    for key in ("pair_accuracy_base", "pair_accuracy_argus", "ndcg_argus", "n_train_requests", "n_test_requests",
-                "n_impressions", "dot_coverage", "model_version"):
-        assert out_disk[key] == pytest.approx(out_mem[key], abs=1e-9), key
+    # Ray Train's XGBoostTrainer, 2 workers with half the parts each: one booster of all the rows (the same trees),
+    # not worker 0's half alone
+    import ray
+
+    from argusrank.platform.training.ranker_ray import train_ranker_on_ray
+
+    names = (*BASE_FEATURES, "argus_dot")
+    X = pd.concat([b[0] for b in disk.batches(names, train=False)], ignore_index=True)
+    alone = RankerRows.of_parts(rs.parts[0::2])
+    models = {"one": train_ranker_on_batches(lambda: disk.batches(names, train=True), **hp),
+              "half": train_ranker_on_batches(lambda: alone.batches(names, train=True), **hp)}
+    try:
+        models["ray"] = train_ranker_on_ray(cfg, rs.parts, names, n_workers=2, **hp)
+    finally:
+        ray.shutdown()
+    np.testing.assert_allclose(score(models["ray"], X), score(models["one"], X), atol=1e-6)
+    assert np.abs(score(models["half"], X) - score(models["one"], X)).max() > 0.01
+
+    # the job with training_set=parts: the frame's figures (a memory-mode job trains through the same batches)
+    out = train_rankers(with_overrides(cfg, {"ranker.training_set": "parts"}), data)
+    assert out["training_set"] == "parts" and len(list((cfg.paths.home / "ranker_set").glob("part-*"))) == len(parts)
+    assert out["pair_accuracy_base"] == pytest.approx(scores["mem", len(BASE_FEATURES)][1], abs=1e-12)
+    assert out["pair_accuracy_argus"] == pytest.approx(scores["mem", len(BASE_FEATURES) + 1][1], abs=1e-12)
+    assert (out["n_impressions"], out["model_version"]) == (len(feats), version)
+    assert out["n_train_requests"] == feats.loc[is_train, "request_id"].nunique()
+    assert out["n_test_requests"] == feats.loc[~is_train, "request_id"].nunique()
+    assert out["dot_coverage"] == pytest.approx(float(np.isfinite(feats["argus_dot"]).mean()))
 
 
 def test_parts_refuse_requests_shared_by_users(tmp_path):

@@ -144,6 +144,7 @@ class RankerRows:
     contiguous: one frame in memory or a :class:`RankerSet`'s parts read one at a time (``frames()``)."""
 
     frames: Callable[[], Iterable[pd.DataFrame]]
+    parts: tuple[Path, ...] = ()  # the files, when on disk
 
     @classmethod
     def of_frame(cls, feats: pd.DataFrame, is_train: np.ndarray) -> "RankerRows":
@@ -153,7 +154,7 @@ class RankerRows:
 
     @classmethod
     def of_parts(cls, parts: Sequence[Path]) -> "RankerRows":
-        return cls(lambda: (pq.read_table(p).to_pandas() for p in parts))
+        return cls(lambda: (pq.read_table(p).to_pandas() for p in parts), tuple(parts))
 
     def batches(self, names: Sequence[str], train: bool) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
         """``(X, grades, request IDs)`` of the train (or test) rows, one frame at a time; ``X``: the ranker
