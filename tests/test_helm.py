@@ -27,7 +27,7 @@ CHART = ROOT / "helm" / "argusrank"
 SCHEMAS = ROOT / "helm" / "schemas"
 SERVE_YAML = ROOT / "platform" / "serve.yaml"
 PLATFORM_ENV = {cfgmod.ENV_CONFIG, cfgmod.ENV_HOME, cfgmod.ENV_TRACKING_URI, cfgmod.ENV_REDIS_URL}
-STEPS = ["pretrain", "finetune", "promote", "export", "materialize"]
+STEPS = ["pretrain", "finetune", "promote", "export", "materialize", "ranker"]
 
 
 def render(values: dict | None = None, namespace: str = "ml") -> list[dict]:
@@ -473,7 +473,8 @@ def test_rayjob_runs_real_argusrank_commands_on_gpu_workers(tmp_path):
 
 
 def _expected_argv(step: str, sets: list[str], gpus: int = 1) -> list[str]:
-    argv = ["argusrank", step, "--config", "/etc/argusrank/argusrank.yaml"]
+    command = ["ranker", "train"] if step == "ranker" else [step]
+    argv = ["argusrank", *command, "--config", "/etc/argusrank/argusrank.yaml"]
     for s in ['train.use_gpu="true"', f"train.num_workers={gpus}", *sets]:
         argv += ["--set", s]
     return argv
@@ -519,6 +520,13 @@ def test_rayjob_entrypoint_runs_each_step_with_the_exact_sets_in_sh(tmp_path):
     runs = [["argusrank", *json.loads(line)] for line in log.read_text().splitlines()]
     assert runs == [_expected_argv("pretrain", SHELL_PAYLOADS), _expected_argv("finetune", SHELL_PAYLOADS)]
     assert not list(work.iterdir()) and not (tmp_path / "pwned").exists()
+
+
+def test_rayjob_ranker_step_runs_ranker_train():
+    """The `ranker` step is `argusrank ranker train` (a sub-command), with the config and every `--set`."""
+    (rj,) = by_kind(render({"rayJob": {"enabled": True, "steps": ["export", "ranker"], "sets": ["seed=3"]}}), "RayJob")
+    cmds = rj["spec"]["entrypoint"].split(" && ")
+    assert [shlex.split(c) for c in cmds] == [_expected_argv("export", ["seed=3"]), _expected_argv("ranker", ["seed=3"])]
 
 
 def test_unknown_rayjob_step_fails_to_render():
