@@ -30,8 +30,8 @@ def test_parts_hold_the_frames_rows_and_train_the_same_rankers(tmp_path):
     from argusrank.platform.ranker_job import _argus_needed, ranker_rows, train_rankers
     from argusrank.platform.training.ranker_set import RankerRows, write_ranker_set
 
-    cfg, data = _home(tmp_path, _per_user_requests(_events(seed=7, n=1500, requests=True)))
-    cfg = with_overrides(cfg, {"features.materialize_bucket_rows": 40})
+    base, data = _home(tmp_path, _per_user_requests(_events(seed=7, n=1500, requests=True)))
+    cfg = with_overrides(base, {"features.materialize_bucket_rows": 40})  # many buckets
     feats, is_train, version = ranker_rows(cfg, data)
     rs = write_ranker_set(cfg, data, tmp_path / "set", argus=_argus_needed(cfg), progress=False)
     assert len(rs.parts) > 2 and rs.n_buckets >= len(rs.parts)
@@ -82,8 +82,8 @@ def test_parts_hold_the_frames_rows_and_train_the_same_rankers(tmp_path):
     assert np.abs(score(models["half"], X) - score(models["one"], X)).max() > 0.01
 
     # the job with training_set=parts: the frame's figures (a memory-mode job trains through the same batches)
-    out = train_rankers(with_overrides(cfg, {"ranker.training_set": "parts"}), data)
-    assert out["training_set"] == "parts" and len(list((cfg.paths.home / "ranker_set").glob("part-*"))) == len(parts)
+    out = train_rankers(with_overrides(base, {"ranker.training_set": "parts"}), data)  # default buckets: one here
+    assert out["training_set"] == "parts" and list((base.paths.home / "ranker_set").glob("part-*"))
     assert out["pair_accuracy_base"] == pytest.approx(scores["mem", len(BASE_FEATURES)][1], abs=1e-12)
     assert out["pair_accuracy_argus"] == pytest.approx(scores["mem", len(BASE_FEATURES) + 1][1], abs=1e-12)
     assert (out["n_impressions"], out["model_version"]) == (len(feats), version)
