@@ -412,7 +412,7 @@ def historical_features(cfg: StoreConfig, entity_df: pd.DataFrame, with_vectors:
             got = store.get_historical_features(entity_df=uniq, features=refs).to_df()
             got = got[keys + ["event_timestamp"] + [r.split(":")[1] for r in refs]]
             out = out.merge(got, on=keys + ["event_timestamp"], how="left", validate="many_to_one")
-        _row_versions(out, kinds, check=True) if kinds else None
+        _row_versions(out, kinds, check=True)
         vec_cols = [f"{k}_vector" for k in kinds if f"{k}_vector" in out]
         matrices = {c: to_matrix(out[c].tolist()) for c in vec_cols}
         out = finish(out.drop(columns=vec_cols), matrices)
