@@ -5,6 +5,8 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 PYTEST_ARGS ?=
+# tests run on this many pytest-xdist workers, one module (its fixtures) per worker: tests/conftest.py
+PYTEST_WORKERS ?= 2
 # the venv first on PATH: `mlflow run --env-manager local` steps call `python`/`argusrank`
 RUN_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" RAY_AUTH_MODE=disabled
 
@@ -25,7 +27,7 @@ demo: install
 
 ## test: the whole suite (CPU only; starts its own redis-server, Ray and Serve)
 test: install redis-server chromium
-	$(RUN_ENV) python -m pytest $(PYTEST_ARGS)
+	$(RUN_ENV) python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## redis-server for the Redis online-store test (installed from Debian packages when missing)
 redis-server:

@@ -2,6 +2,7 @@
 
     python bench/scale.py --sizes 1000000 3000000 [--stages import ...] [--feeds arrays ray_data]
                           [--materialize-engines buckets feast] [--historical-engines buckets feast parts]
+                          [--final-contexts users all]
                           [--cluster-nodes 2 --cpus-per-node 1]
                           [--set KEY=VALUE ...] [--json PATH|-] [--tmp DIR]
 
@@ -25,7 +26,11 @@ requests). Then each stage runs in its own Python process, in order, on the same
   (``features.offline_engine``), with ``--historical-engines buckets feast parts`` once per join of the file
   store (``parts``: the bucket join written to disk one user bucket at a time, ``ranker.training_set=parts``);
 - ``ranker_train``: the ranker set (as above, per variant) and the ``argus`` ranker trained on it and scored on
-  the test rows (``pair_accuracy``; parts: XGBoost fed part by part).
+  the test rows (``pair_accuracy``; parts: XGBoost fed part by part);
+- ``ranker_final``: the job's final-list NDCG@10 (``final_list.final_ndcg``) on the whole test window's queries
+  (at most ``ranker.final_queries``), each candidate scored by its point-in-time ``argus_dot`` (the ranker's
+  features, no ranker: ``final_ndcg_merged`` as fingerprint); ``--final-contexts users all`` runs it once per
+  candidate context: of the sampled queries' users only (what the job does) or of every user (as before).
 
 With ``--cluster-nodes N`` a local cluster of N ``ray start`` nodes (``--cpus-per-node`` CPUs and its own object
 store each; tests/ray_cluster.py) is started per size and every stage joins it through ``ray.address``: a row then
@@ -57,7 +62,8 @@ sys.path.insert(0, str(BENCH))
 from json_out import emit_json  # noqa: E402  (bench/json_out.py)
 from machine_info import machine, machine_info  # noqa: E402
 
-STAGES = ("import", "histories", "pretrain_data", "pretrain", "export", "materialize", "ranker_set", "ranker_train")
+STAGES = ("import", "histories", "pretrain_data", "pretrain", "export", "materialize", "ranker_set", "ranker_train",
+          "ranker_final")
 EVENTS_PER_USER = 40 + 12 * 8  # default SynthConfig: organic events + requests * slate size
 
 
@@ -186,6 +192,31 @@ def stage_ranker_train(cfg, work: Path) -> dict:
             "pair_accuracy": pair_accuracy(s, test["grade"].to_numpy(), test["request_id"].to_numpy())}
 
 
+def stage_ranker_final(cfg, work: Path) -> dict:
+    """Final-list NDCG@10 of the test window's queries, candidates scored by their point-in-time ``argus_dot``;
+    the candidate context of the queries' users (``ARGUSRANK_BENCH_FINAL_CONTEXT=users``, the job's) or of all."""
+    import numpy as np
+
+    from argusrank.features import store, vectors
+    from argusrank.platform.ranker_job import _final_queries, _sample
+    from argusrank.platform.training import final_list as fl
+    from argusrank.platform.training.candidate_recall import candidate_context
+    from argusrank.features.splits import dataset_split
+
+    split = dataset_split(cfg.dataset_dir, "temporal", cfg.data.test_days)
+    if os.environ.get("ARGUSRANK_BENCH_FINAL_CONTEXT", "users") == "users":
+        final = _final_queries(cfg, cfg.dataset_dir, split.T)[0]
+        ctx, queries = final["ctx"], final["queries"]
+    else:
+        ctx = candidate_context(cfg, cfg.dataset_dir, version=vectors.newest_version(cfg, "item"))
+        queries = _sample(fl.window_queries(ctx, split.T, split.T_end, positives=True), cfg.ranker.final_queries,
+                          np.random.default_rng(cfg.seed))
+    score = lambda df: np.nan_to_num(store.historical_features(cfg, df)["argus_dot"].to_numpy(), nan=-1e9)  # noqa: E731
+    ndcg = fl.final_ndcg(cfg, ctx, *queries, score)
+    return {"queries": int(len(queries[0])), "context_users": int(ctx.hist.n_users),
+            "final_ndcg_merged": ndcg["seen_kept"]["merged"]}
+
+
 def run_stage(name: str, work: Path, n_events: int) -> None:
     """``--stage``: run one stage in this process and write ``<work>/<name>.json`` (its inner seconds)."""
     cfg = bench_config(work / "home", n_events)
@@ -229,6 +260,8 @@ def measure(name: str, work: Path, n_events: int, log, overrides: dict | None = 
 
     nodes = NodeUsage([p.pid for p in cluster.procs]) if cluster else None
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    overrides = dict(overrides or {})
+    env.update({k: overrides.pop(k) for k in list(overrides) if k.startswith("ARGUSRANK_")})
     if overrides:
         env["ARGUSRANK_BENCH_SET"] = json.dumps({**json.loads(env.get("ARGUSRANK_BENCH_SET", "{}")), **overrides})
     env.pop("RAY_ADDRESS", None)
@@ -263,6 +296,7 @@ class Plan:
     engines: tuple[str, ...] = ("buckets",)  # materialize: once per features.materialize_engine
     offline: tuple[str, ...] = ("file",)  # ranker_set: once per features.offline_engine ...
     joins: tuple[str, ...] = ("buckets",)  # ... and with the file store once per features.historical_engine
+    contexts: tuple[str, ...] = ("users",)  # ranker_final: once per candidate context (the queries' users / all)
     cluster_nodes: int = 0  # > 0: the stages join a local cluster of this many `ray start` nodes (ray.address)
     cpus_per_node: int = 1
     keep: bool = False  # keep each size's work folder (home, logs) for later stages or inspection
@@ -280,6 +314,8 @@ def _variants(name: str, plan: Plan) -> list[tuple[str, dict]]:
                  {"features.offline_engine": o, "features.historical_engine": "feast" if j == "feast" else "buckets",
                   "ranker.training_set": "parts" if j == "parts" else "memory"})
                 for o in plan.offline for j in (plan.joins if o == "file" else ("feast",))]
+    if name == "ranker_final":
+        return [(c, {"ARGUSRANK_BENCH_FINAL_CONTEXT": c}) for c in plan.contexts]  # to the stage's environment
     return [("", {})]
 
 
@@ -313,6 +349,8 @@ def bench_size(n_events: int, tmp: Path, plan: Plan = Plan(), on_row=lambda row:
                         row["feed"] = variant
                     elif name in ("ranker_set", "ranker_train") and variant:
                         row["offline_engine"], _, row["historical_engine"] = variant.partition("/")
+                    elif name == "ranker_final":
+                        row["context"] = variant
                     rows.append(row)
                     on_row(row)
                     label = f"{name}[{variant}]" if variant else name
@@ -353,6 +391,8 @@ def main() -> None:
                     help="ranker_set/ranker_train with the file store: once per point-in-time join "
                          "(features.historical_engine; parts: the buckets join written by user bucket, "
                          "ranker.training_set=parts)")
+    ap.add_argument("--final-contexts", nargs="+", choices=("users", "all"), default=["users"],
+                    help="ranker_final: once per candidate context (the sampled queries' users, or every user)")
     ap.add_argument("--cluster-nodes", type=int, default=0,
                     help="> 0: start a local Ray cluster of N `ray start` nodes per size; the stages join it "
                          "(ray.address); each row gets the nodes' CPU seconds, the peak counts their processes")
@@ -381,8 +421,8 @@ def main() -> None:
             emit_json({"machine": info, "partial": True, "stages": rows}, args.json)
 
     plan = Plan(tuple(s for s in STAGES if s in args.stages), tuple(args.feeds), tuple(args.materialize_engines),
-                tuple(args.ranker_offline_stores), tuple(args.historical_engines), args.cluster_nodes,
-                args.cpus_per_node, args.keep)
+                tuple(args.ranker_offline_stores), tuple(args.historical_engines), tuple(args.final_contexts),
+                args.cluster_nodes, args.cpus_per_node, args.keep)
     for n in args.sizes:
         bench_size(n, Path(args.tmp or tempfile.gettempdir()), plan, keep)
     emit_json({"machine": info, "load_avg_1m_end": round(os.getloadavg()[0], 2), "stages": rows}, args.json)

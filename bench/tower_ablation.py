@@ -28,7 +28,7 @@ def rows(cfg, model_max_len: int):
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
     from argusrank.features.splits import dataset_split
-    from argusrank.platform.training.evaluate import finetune_rows
+    from argusrank.platform.training.feed import finetune_rows
 
     hist = build_histories(read_events(cfg.dataset_dir))
     split = dataset_split(cfg.dataset_dir, "temporal", cfg.data.test_days)

@@ -87,7 +87,8 @@ def snapshot_times(start_ts: int, end_ts: int, every_s: int = DAY) -> np.ndarray
     return np.arange(first, last + 1, every_s, dtype=np.int64)
 
 
-def _grades(events: pa.Table) -> np.ndarray:
+def event_grades(events: pa.Table) -> np.ndarray:
+    """Per event its feedback grade (``schema.feedback_grade``) from the played_ratio, liked, disliked columns."""
     pr = events["played_ratio"].to_numpy(zero_copy_only=False).astype(np.float32)
     liked = events["liked"].fill_null(False).to_numpy(zero_copy_only=False)
     disliked = events["disliked"].fill_null(False).to_numpy(zero_copy_only=False)
@@ -157,7 +158,7 @@ def user_item_history(events: pa.Table) -> pa.Table:
     """One row per (user, item, time): prior interaction count / likes / last time, valid from ``ts + 1``."""
     df = pd.DataFrame({
         "user_id": events["user_id"].to_numpy(), "item_id": events["item_id"].to_numpy(),
-        "ts": events["timestamp"].to_numpy(), "like": (_grades(events) == 2).astype(np.float64),
+        "ts": events["timestamp"].to_numpy(), "like": (event_grades(events) == 2).astype(np.float64),
     }).sort_values(["user_id", "item_id", "ts"], kind="stable")
     g = df.groupby(["user_id", "item_id"], sort=False)
     df["ui_count"] = g.cumcount().to_numpy() + 1.0
@@ -234,7 +235,7 @@ def _by_time(events: pa.Table) -> pa.Table:
 
 def _item_view(ev: pa.Table, snaps: np.ndarray) -> pa.Table:
     """``item_stats`` of time-sorted events (item, time and feedback columns)."""
-    return _snapshot_stats(ev["item_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev), snaps, "item")
+    return _snapshot_stats(ev["item_id"].to_numpy(), ev["timestamp"].to_numpy(), event_grades(ev), snaps, "item")
 
 
 def _item_cells(dataset_dir: str | Path, snaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -251,7 +252,7 @@ def _item_cells(dataset_dir: str | Path, snaps: np.ndarray) -> tuple[np.ndarray,
         ev = read_events(dataset_dir, user_buckets=[b], columns=["item_id", "timestamp", *_FEEDBACK])
         if not ev.num_rows:
             continue
-        grade = _grades(ev)
+        grade = event_grades(ev)
         cell = np.searchsorted(bounds, ev["timestamp"].to_numpy(), side="right")
         k = np.concatenate([keys, ev["item_id"].to_numpy().astype(np.int64) * width + cell])
         v = np.concatenate([sums, np.stack([np.ones(len(grade), np.int64), grade == 2, grade >= 1])], axis=1)
@@ -260,8 +261,9 @@ def _item_cells(dataset_dir: str | Path, snaps: np.ndarray) -> tuple[np.ndarray,
     return bounds, keys // width, keys % width, sums
 
 
-def _item_view_by_bucket(dataset_dir: str | Path, snaps: np.ndarray) -> pa.Table:
-    """``item_stats`` from :func:`_item_cells`: the same rows as :func:`_item_view` over all events (tested)."""
+def item_view_by_bucket(dataset_dir: str | Path, snaps: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """``item_stats`` from :func:`_item_cells` (the same rows as :func:`_item_view` over all events, tested) and
+    the sorted ids of every item with an event (the catalog), read one user bucket at a time."""
     bounds, item, cell, (count, like, pos) = _item_cells(dataset_dir, snaps)
     uniq, kidx = np.unique(item, return_inverse=True)
     n, parts = len(uniq), []
@@ -283,14 +285,14 @@ def _item_view_by_bucket(dataset_dir: str | Path, snaps: np.ndarray) -> pa.Table
                                    "event_timestamp": np.full(len(rows), s)}))
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=["item_id", *ITEM_STATS.features, "event_timestamp"])
-    return _finish(df)
+    return _finish(df), uniq
 
 
 def _user_views(ev: pa.Table, snaps: np.ndarray) -> dict[str, pa.Table]:
     """The per-user views of time-sorted events: ``user_stats``, ``user_item``, ``user_item_priors`` (a user's rows
     depend on that user's events only, so the views of disjoint users concatenate)."""
     ui = user_item_history(ev)
-    return {USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), _grades(ev), snaps,
+    return {USER_STATS.name: _snapshot_stats(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), event_grades(ev), snaps,
                                              "user"),
             USER_ITEM.name: ui, USER_ITEM_PRIORS.name: user_item_priors(ui)}
 
@@ -303,13 +305,13 @@ _FEEDBACK = ["played_ratio", "liked", "disliked"]
 def export_baseline(dataset_dir: str | Path, snaps: np.ndarray, baseline_dir: str | Path, snap_tag: str) -> dict:
     """:func:`compute_baseline` + :func:`write_baseline` (``snap_tag`` for the snapshot views, ``all`` for
     :data:`WHOLE_LOG`) with one user bucket in memory at a time: ``item_stats`` from per-(item, time cell) counts
-    summed over the buckets (:func:`_item_cells`); the per-user views bucket by bucket, streamed into their files (each renamed into place
+    summed over the buckets (:func:`item_view_by_bucket`); the per-user views bucket by bucket, streamed into their files (each renamed into place
     when complete). Same rows as :func:`compute_baseline` (tested). Returns the rows per view."""
     from contextlib import ExitStack
 
     from argusrank.features.io import atomic_file, read_events, user_buckets_of
 
-    items = _item_view_by_bucket(dataset_dir, snaps)
+    items, _ = item_view_by_bucket(dataset_dir, snaps)
     write_baseline({ITEM_STATS.name: items}, baseline_dir, tag=snap_tag)
     rows = {ITEM_STATS.name: items.num_rows}
     tags = {USER_STATS.name: snap_tag, USER_ITEM.name: "all", USER_ITEM_PRIORS.name: "all"}

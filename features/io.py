@@ -344,6 +344,7 @@ def read_events(
     users: tuple[int, int] = (1, 0),
     time_range: tuple[int, int] | None = None,
     user_mod: tuple[int, int] | None = None,
+    user_ids: np.ndarray | None = None,
 ) -> pa.Table:
     """Read accepted events sorted by (user_id, timestamp, position).
 
@@ -352,7 +353,7 @@ def read_events(
     ``users``: (modulus, remainder) of :func:`worker_shard`, filtered while scanning (:func:`users_filter`);
     ``time_range``: ``(t_from, t_to)``, only events with ``t_from <= timestamp < t_to``, filtered while scanning;
     ``user_mod``: ``(n, b)``, only users with ``user_id % n == b`` (any ``n``; reads only the shards that can hold
-    them), filtered while scanning.
+    them), filtered while scanning; ``user_ids``: only these users (reads only their shards).
     """
     path = Path(dataset_dir) / "events"
     if not path.is_dir():
@@ -375,6 +376,11 @@ def read_events(
         uid = ds.field("user_id")
         by_mod = (ds.field(PARTITION_COLUMN).isin(shards)) & ((uid - (uid / n) * n) == b)
         flt = by_mod if flt is None else flt & by_mod
+    if user_ids is not None:
+        ids = np.unique(np.asarray(user_ids, np.int64))
+        shards = np.unique(ids % user_buckets_of(dataset_dir)).tolist()
+        by_ids = ds.field(PARTITION_COLUMN).isin(shards) & ds.field("user_id").isin(pa.array(ids))
+        flt = by_ids if flt is None else flt & by_ids
     if time_range is not None:
         in_range = (ds.field("timestamp") >= int(time_range[0])) & (ds.field("timestamp") < int(time_range[1]))
         flt = in_range if flt is None else flt & in_range

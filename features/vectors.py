@@ -15,7 +15,7 @@ of two model versions are never used together: :func:`check_versions` refuses th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -224,11 +224,22 @@ def check_versions(user_versions: np.ndarray, item_versions: np.ndarray, per_row
     bad = np.flatnonzero((uv >= 0) & (iv >= 0) & (uv != iv)) if uv.shape == iv.shape else np.array([], int)
     if len(bad) or (len(present) > 1 and not per_row):
         where = f" (first mismatching row {int(bad[0])}: user v{uv[bad[0]]} vs item v{iv[bad[0]]})" if len(bad) else ""
-        raise VectorVersionMismatch(
-            f"user and item vectors come from different model versions {present.tolist()}{where}: "
-            "export and materialize both from one model version before using them together"
-        )
+        raise _mismatch(present.tolist(), where)
     return int(present[0]) if len(present) == 1 else None
+
+
+def one_version(versions: Iterable[int]) -> int | None:
+    """The one model version among ``versions`` (e.g. of several parts' rows; None when there is none);
+    VectorVersionMismatch when there are several."""
+    present = sorted(set(int(v) for v in versions))
+    if len(present) > 1:
+        raise _mismatch(present, "")
+    return present[0] if present else None
+
+
+def _mismatch(versions: list[int], where: str) -> VectorVersionMismatch:
+    return VectorVersionMismatch(f"user and item vectors come from different model versions {versions}{where}: "
+                                 "export and materialize both from one model version before using them together")
 
 
 def dot_products(user_vecs: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:

@@ -104,12 +104,16 @@ def _with_features(cfg: ArgusrankConfig, rows: pd.DataFrame, dataset_dir: str | 
     version = check_versions(feats["user_model_version"].fillna(-1).astype(np.int64).to_numpy(),
                              feats["item_model_version"].fillna(-1).astype(np.int64).to_numpy())
     if not np.isfinite(feats["argus_dot"].to_numpy()).any():
-        raise ValueError("no row in the ranker window has both vectors as of its time: "
-                         "export snapshots at or before the window (argusrank export) and retry")
+        raise ValueError(NO_DOT_ROWS)
     if user_vectors == "fresh":
         for f, x in fresh_user_features(cfg, dataset_dir, feats, version, _argus_needed(cfg)).items():
             feats[f] = x
     return feats, version
+
+
+#: a window whose rows have no ``argus_dot`` (user and item vector both as of the row's time)
+NO_DOT_ROWS = ("no row in the ranker window has both vectors as of its time: "
+               "export snapshots at or before the window (argusrank export) and retry")
 
 
 def _sample(q: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +135,9 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
     impressions the queries come from the users' events and those from ``t_s`` (``t`` rounded up to a
     snapshot) are the test rows.
     Final-list queries: snapshots from ``t_s`` with a positive event (at most ``ranker.final_queries``)."""
+    from argusrank.features import vectors
     from argusrank.platform.training import final_list as fl
+    from argusrank.platform.training.candidate_recall import candidate_context
 
     r = cfg.ranker
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
@@ -141,10 +147,11 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
                          "ranker.train_on=candidates trains on served candidates instead")
     is_train = split_requests(imp, r.train_frac) if len(imp) else np.zeros(0, bool)
     final, t_lo = _final_queries(cfg, dataset_dir, split_time(imp, is_train, split.T, split.T_end, r.train_frac))
-    ctx, t_s = final["ctx"], final["t_split"]
+    t_s = final["t_split"]
     rng = np.random.default_rng(cfg.seed)
     parts, masks = [imp], [is_train]
     if r.train_on == "candidates":  # train queries' label windows end by t_split: no test event labels them
+        ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"))  # every user's
         windows = [(split.T, t_lo, True)] + ([(t_s, split.T_end, False)] if imp.empty else [])
         first = int(imp["request_id"].max()) + 1 if len(imp) else 0  # query ids after every request's
         for lo, hi, train in windows:
@@ -161,19 +168,23 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
 
 def _final_queries(cfg: ArgusrankConfig, dataset_dir: str | Path, t_split: int) -> tuple[dict, int]:
     """The final-list test queries (``{"ctx", "t_split", "queries"}``: snapshots from ``t_split`` rounded up to a
-    snapshot with a positive event, at most ``ranker.final_queries``, sampled with the seed) and the last
-    snapshot at or before ``t_split`` (where training queries' label windows end)."""
+    snapshot with a positive event, at most ``ranker.final_queries``, sampled with the seed; ``ctx``: the
+    candidate context of their users only) and the last snapshot at or before ``t_split`` (where training
+    queries' label windows end)."""
     from argusrank.features import vectors
+    from argusrank.platform.export import default_snapshots
     from argusrank.platform.training import final_list as fl
     from argusrank.platform.training.candidate_recall import candidate_context
 
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
-    ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"))
-    i = int(np.searchsorted(ctx.snaps, t_split))
-    t_s = int(ctx.snaps[i]) if i < len(ctx.snaps) else split.T_end  # test queries from here
-    t_lo = int(ctx.snaps[max(int(np.searchsorted(ctx.snaps, t_split, side="right")) - 1, 0)])
-    queries = _sample(fl.window_queries(ctx, t_s, split.T_end, positives=True), cfg.ranker.final_queries,
-                      np.random.default_rng(cfg.seed))  # its own draw: the same test queries whatever train_on is
+    snaps = default_snapshots(cfg, split.T, split.T_end)
+    i = int(np.searchsorted(snaps, t_split))
+    t_s = int(snaps[i]) if i < len(snaps) else split.T_end  # test queries from here
+    t_lo = int(snaps[max(int(np.searchsorted(snaps, t_split, side="right")) - 1, 0)])
+    users, q_snap = _sample(fl.positive_queries(dataset_dir, snaps, t_s, split.T_end), cfg.ranker.final_queries,
+                            np.random.default_rng(cfg.seed))  # its own draw: the same test queries whatever train_on is
+    ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"), users=np.unique(users))
+    queries = (np.searchsorted(ctx.hist.user_ids, users), q_snap)
     return {"ctx": ctx, "t_split": t_s, "queries": queries, "n_candidate_rows": 0}, t_lo
 
 
@@ -186,8 +197,7 @@ def ranker_rows_of(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[Ranke
         return RankerRows.of_frame(feats, is_train), version, final
     rs = write_ranker_set(cfg, dataset_dir, cfg.paths.home / "ranker_set", argus=_argus_needed(cfg))
     if rs.dot_rows == 0:
-        raise ValueError("no row in the ranker window has both vectors as of its time: "
-                         "export snapshots at or before the window (argusrank export) and retry")
+        raise ValueError(NO_DOT_ROWS)
     return RankerRows.of_parts(rs.parts), rs.model_version, _final_queries(cfg, dataset_dir, rs.t_split)[0]
 
 

@@ -1,7 +1,21 @@
-"""Session fixtures shared by several test modules (each expensive enough to build once)."""
+"""Session fixtures shared by several test modules (each expensive enough to build once), and the grouping of
+tests for pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+#: modules that share the ``uninterrupted_pretrain`` job: one xdist worker runs them, so it runs once
+PRETRAIN_JOB_MODULES = {"test_fault_training", "test_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module (module-scoped fixtures, e.g. the demo run, are built once, on one worker), the
+    modules of the shared pre-training job in one group."""
+    for item in items:
+        module = Path(str(item.fspath)).stem
+        item.add_marker(pytest.mark.xdist_group("pretrain_job" if module in PRETRAIN_JOB_MODULES else module))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""argusrank on a real two-node Ray cluster (``ray.address``): Ray Train places workers on both nodes, and the
-results equal a run on a plain local Ray with the same seed and worker count (the shared job of tests/train_jobs.py,
+"""argusrank on a real two-node Ray cluster (``ray.address``): Ray Train places workers on both nodes, fed by Ray
+Data (``train.feed=ray_data``: each worker reads its rows through ``get_dataset_shard``), and the results equal a
+run of the in-memory ``arrays`` feed on a plain local Ray with the same seed and worker count (the shared job of tests/train_jobs.py,
 whose local run the fault test also compares against); the export's Ray Data model actors run user-bucket tasks on
 both nodes, and the vectors equal an in-process computation.
 
@@ -41,7 +42,8 @@ def test_ray_address_comes_from_the_config_or_ray_address_env(tmp_path):
 
 
 def _pretrain_on(address: str, home, data) -> dict:
-    """tests/train_jobs.py's job run from this process against the cluster at ``address`` (``ray.address``)."""
+    """tests/train_jobs.py's job run from this process against the cluster at ``address`` (``ray.address``), its
+    workers fed by Ray Data (``train.feed=ray_data``)."""
     import ray
 
     from argusrank.platform.config import load_config
@@ -49,7 +51,7 @@ def _pretrain_on(address: str, home, data) -> dict:
     from train_jobs import job_overrides, job_result
 
     try:
-        out = job_result(run_pretrain(load_config(None, {**job_overrides(home), "ray.address": address}, env={}),
+        out = job_result(run_pretrain(load_config(None, {**job_overrides(home), "ray.address": address, "train.feed": "ray_data"}, env={}),
                                       data, register=False))
         assert ray.is_initialized()
         out["cluster_resources"] = ray.cluster_resources()
@@ -89,8 +91,9 @@ def _export_on(address: str, home, data) -> tuple[dict, object]:
 
 def test_pretrain_and_export_run_on_both_nodes_and_equal_a_local_run(tmp_path, monkeypatch, small_planted,
                                                                     uninterrupted_pretrain):
-    """The shared pre-training job (2 workers, tests/train_jobs.py) on a two-node cluster: one worker per node, and
-    the history and metrics of the same job run on a plain local Ray (the fault test's reference run). Then the
+    """The shared pre-training job (2 workers, tests/train_jobs.py) on a two-node cluster, fed by Ray Data: one
+    worker per node, and the history and metrics of the same job run on a plain local Ray with the in-memory feed
+    (the fault test's reference run; each worker's shard fits one feed window, so the batches are the same). Then the
     export on the same cluster: its Ray Data model actors ran user-bucket tasks on both nodes, and every user
     vector equals the one computed in this process over all users at once."""
     import ray
@@ -128,6 +131,7 @@ def test_pretrain_and_export_run_on_both_nodes_and_equal_a_local_run(tmp_path, m
     assert len(on_cluster["history"]) == len(local["history"]) == 2
     for hc, hl in zip(on_cluster["history"], local["history"]):
         assert hc == pytest.approx(hl, rel=1e-6)
+    assert on_cluster["history"] == local["history"]  # the same batches, the same floats
     numeric = {k: v for k, v in local["metrics"].items() if isinstance(v, (int, float))}
     assert {k: on_cluster["metrics"][k] for k in numeric} == pytest.approx(numeric, rel=1e-6)
     assert "ndcg@10" in numeric and "nip_loss" in numeric

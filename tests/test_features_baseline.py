@@ -119,6 +119,8 @@ def test_item_stats_from_bucketed_cell_counts_equal_one_pass_over_all_events(tmp
                    "liked": liked, "disliked": rng.random(n) < 0.05, "rating": pa.nulls(n, pa.float32())})
     write_dataset(tmp_path / "ds", ev.cast(EVENT_SCHEMA), None, {}, user_buckets=8)
     want = baseline._item_view(baseline._by_time(ev), snaps).to_pandas()
-    got = baseline._item_view_by_bucket(tmp_path / "ds", snaps).to_pandas()
+    got, catalog = baseline.item_view_by_bucket(tmp_path / "ds", snaps)
+    got = got.to_pandas()
     assert len(want) > 300 and want["item_like_rate_7d"].notna().all() and (want["item_pop_1d"] == 0).any()
     pd.testing.assert_frame_equal(got, want)
+    np.testing.assert_array_equal(catalog, np.unique(ev["item_id"].to_numpy()))  # every item with an event

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from argusrank.features import baseline
 from argusrank.features.histories import build_histories
 from argusrank.features.schema import EVENT_SCHEMA, EVENT_TYPE_CODE
 from argusrank.features.splits import Split
@@ -60,7 +61,8 @@ def _ctx(cfg, events: pa.Table) -> CandidateContext:
     split = Split("temporal", T_end - TEST_DAYS * DAY, T_end)
     snaps = default_snapshots(cfg, split.T, split.T_end)
     catalog = np.unique(hist.item_id)
-    return CandidateContext(events, hist, split, snaps, catalog, _popular_orders(events, snaps, catalog),
+    stats = baseline.compute_baseline(events, snaps)[baseline.ITEM_STATS.name]
+    return CandidateContext(events, hist, split, snaps, catalog, _popular_orders(stats, snaps, catalog),
                             _Vecs(hist, catalog))
 
 
@@ -249,3 +251,32 @@ def test_cli_json_keeps_the_final_list_ndcg_per_configuration(capsys):
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["uplift_rel"] == 0.1 and got["final_ndcg@10"] == {"nip": 0.2, "merged": 0.25}
     assert got["final_ndcg@10_seen_filtered"] == {"nip": 0.01} and "ablation" not in got
+
+
+def test_the_final_lists_context_of_its_users_equals_the_whole_logs(tmp_path):
+    """The job's final-list queries come from a context of their users only (queries read one user bucket at a
+    time, then those users' events and vectors; catalog and fallback orders summed by bucket): the same queries,
+    catalog and orders, and the same final-list NDCG, as on the context of every user."""
+    from argusrank.platform.config import with_overrides
+    from argusrank.platform.ranker_job import _final_queries, _sample
+    from argusrank.platform.training.candidate_recall import candidate_context
+
+    cfg, data = _home(tmp_path, _events(seed=5, n=900))
+    cfg = with_overrides(cfg, {"ranker.final_queries": 12})
+    full = candidate_context(cfg, data, version=1)
+    final, _ = _final_queries(cfg, data, int(full.snaps[1]) - 1)  # test queries from the second snapshot
+    every = fl.window_queries(full, final["t_split"], full.split.T_end, positives=True)
+    want = _sample(every, 12, np.random.default_rng(cfg.seed))
+    sub, (q_user, q_snap) = final["ctx"], final["queries"]
+    assert len(every[0]) > 12 and final["t_split"] == full.snaps[1]
+    assert len(sub.hist.user_ids) < len(full.hist.user_ids)  # only the sampled queries' users
+    np.testing.assert_array_equal(sub.hist.user_ids[q_user], full.hist.user_ids[want[0]])
+    np.testing.assert_array_equal(q_snap, want[1])
+    np.testing.assert_array_equal(sub.catalog, full.catalog)
+    np.testing.assert_array_equal(sub.popular, full.popular)
+
+    def score(rows: pd.DataFrame) -> np.ndarray:  # any score of (user, item, time): the lists and labels decide
+        return ((rows["user_id"] * 7919 + rows["item_id"] * 104729 + rows["ts"] // DAY) % 1009).to_numpy(float)
+
+    got, ref = fl.final_ndcg(cfg, sub, q_user, q_snap, score), fl.final_ndcg(cfg, full, *want, score)
+    assert got == ref and ref["seen_kept"]["merged"] > 0

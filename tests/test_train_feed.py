@@ -1,7 +1,8 @@
 """The ``ray_data`` training feed (platform/training/feed.py): Ray Data builds a worker's rows bucket by bucket and
 the worker streams them window by window. Compared with the in-memory ``arrays`` feed it replaces: the same rows
-once per epoch, the same batches when a shard fits one window, a replayable order (exact resume), and a whole
-Ray Train job through ``get_dataset_shard`` equal to the ``arrays`` job."""
+once per epoch, the same batches when a shard fits one window, a replayable order (exact resume). A whole Ray
+Train job through ``get_dataset_shard`` equal to the ``arrays`` job: tests/test_cluster.py (the shared pre-training
+job on two nodes) and test_train_ray.py (fine-tuning)."""
 from __future__ import annotations
 
 import os
@@ -112,17 +113,6 @@ def test_one_window_gives_the_arrays_feeds_batches(tmp_path, bucketed, local_ray
     assert _same_batches(want, list(shard.epoch_batches(steps, seed=0, epoch=3)))
     sv = shard.valid()
     assert all(np.array_equal(sv[k], valid[k], equal_nan=True) for k in valid)  # same rows, same order
-
-
-def test_ray_train_job_on_the_streamed_feed_equals_the_arrays_job(tmp_path, small_planted, uninterrupted_pretrain):
-    """The shared job (2 workers, 8 buckets, a checkpoint mid-epoch) with ``train.feed=ray_data``: its workers read
-    ``get_dataset_shard`` and end with the history and metrics of the ``arrays`` run (each shard fits a window)."""
-    from train_jobs import start_job, wait_result
-
-    res = wait_result(start_job(tmp_path / "streamed", small_planted, **{"train.feed": "ray_data"}))
-    assert res["final"]
-    assert res["history"] == uninterrupted_pretrain["history"]
-    assert res["metrics"] == uninterrupted_pretrain["metrics"]
 
 
 def _unpadded(rows: dict) -> list[tuple]:

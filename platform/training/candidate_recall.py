@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from argusrank.features import baseline
@@ -41,9 +42,9 @@ def _queries(t_user: np.ndarray, t_ts: np.ndarray, snaps: np.ndarray):
     return uq // len(snaps), uq % len(snaps), inv
 
 
-def _popular_orders(events, snaps: np.ndarray, catalog: np.ndarray) -> np.ndarray:
-    """(S, C) catalog positions in the serving fallback order at each snapshot."""
-    stats = baseline.compute_baseline(events, snaps)[baseline.ITEM_STATS.name].to_pandas()
+def _popular_orders(stats: pa.Table, snaps: np.ndarray, catalog: np.ndarray) -> np.ndarray:
+    """(S, C) catalog positions in the serving fallback order at each snapshot, from ``item_stats`` rows."""
+    stats = stats.to_pandas()
     orders = []
     for s in snaps:
         row = stats[stats["event_timestamp"].astype("int64") // 10**9 == s] if len(stats) else stats
@@ -78,7 +79,7 @@ class ModelVectors:
 class ExportedVectors:
     """The vectors an export of ``version`` wrote: per (user, snapshot) rows, the catalog's item rows."""
 
-    def __init__(self, cfg: ArgusrankConfig, version: int, hist, catalog: np.ndarray):
+    def __init__(self, cfg: ArgusrankConfig, version: int, hist, catalog: np.ndarray, only_hist_users: bool = False):
         import pyarrow.dataset as ds
 
         from argusrank.features import vectors
@@ -89,8 +90,10 @@ class ExportedVectors:
             pos, ok = baseline.lookup_sorted(ids, catalog)
             self.items[space] = np.where(ok[:, None], vecs[np.maximum(pos, 0)], 0.0).astype(np.float32)
             kind = vectors.kind_of("user", space)
-            t = ds.dataset(cfg.paths.vectors_dir / vectors.VIEW_OF[kind], format="parquet").to_table(
-                filter=ds.field(f"{kind}_model_version") == int(version))
+            flt = ds.field(f"{kind}_model_version") == int(version)
+            if only_hist_users:  # a context of some users: their rows only
+                flt &= ds.field("user_id").isin(pa.array(hist.user_ids))
+            t = ds.dataset(cfg.paths.vectors_dir / vectors.VIEW_OF[kind], format="parquet").to_table(filter=flt)
             uidx = np.searchsorted(hist.user_ids, t["user_id"].to_numpy())  # user index: keys stay < 2^63
             key = uidx * 2**33 + t["event_timestamp"].cast("int64").to_numpy() // 10**6
             order = np.argsort(key, kind="stable")
@@ -127,20 +130,29 @@ class CandidateContext:
 
 
 def candidate_context(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None,
-                      version: int | None = None) -> CandidateContext:
+                      version: int | None = None, users: np.ndarray | None = None) -> CandidateContext:
     """The :class:`CandidateContext` of a dataset: exported vectors of ``version`` (what serving reads), else
-    vectors computed from ``model``."""
+    vectors computed from ``model``. ``users``: the histories and user vectors of these users only (the catalog
+    and the fallback orders still of all events, summed one user bucket at a time): a context whose memory is
+    the users', not the log's."""
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
     from argusrank.platform.export import default_snapshots
 
-    events = read_events(dataset_dir)
-    hist = build_histories(events)
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     snaps = default_snapshots(cfg, split.T, split.T_end)
-    catalog = np.unique(hist.item_id)
-    vecs = ExportedVectors(cfg, version, hist, catalog) if version is not None else ModelVectors(model, hist, catalog)
-    return CandidateContext(events, hist, split, snaps, catalog, _popular_orders(events, snaps, catalog), vecs)
+    if users is None:
+        events = read_events(dataset_dir)
+        hist = build_histories(events)
+        catalog = np.unique(hist.item_id)
+        stats = baseline.compute_baseline(events, snaps)[baseline.ITEM_STATS.name]
+    else:
+        events = read_events(dataset_dir, user_ids=users)
+        hist = build_histories(events)
+        stats, catalog = baseline.item_view_by_bucket(dataset_dir, snaps)
+    vecs = ExportedVectors(cfg, version, hist, catalog, only_hist_users=users is not None) if version is not None \
+        else ModelVectors(model, hist, catalog)
+    return CandidateContext(events, hist, split, snaps, catalog, _popular_orders(stats, snaps, catalog), vecs)
 
 
 def source_lists(ctx: CandidateContext, q_user: np.ndarray, q_snap: np.ndarray, kmax: int,

@@ -28,6 +28,7 @@ import torch
 from argusrank.features.splits import Split, dataset_split, eval_arrays, train_item_ids
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
+from argusrank.platform.training.feed import finetune_rows
 from argusrank.platform.tracking import log_metrics, start_run
 
 #: which metrics name the ranking hit-rate per protocol
@@ -237,17 +238,6 @@ def loss_sums(model, arrays: dict[str, np.ndarray], batch_size: int, sums: _Sums
             losses = model.pretrain_losses(batch)
             vals = {k: float(v) * n for k, v in losses.items() if k != "loss" and torch.is_tensor(v) and v.numel() == 1}
             sums.add(vals, n)
-
-
-def finetune_rows(cfg: ArgusrankConfig, hist, model_max_len: int | None, t_from: int | None,
-                  t_to: int | None) -> dict[str, np.ndarray]:
-    """The fine-tuning job's rows of ``hist`` (``finetune`` config) with impressions in ``[t_from, t_to)``;
-    histories cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
-    from argusrank.features.sequences import finetune_arrays
-
-    f = cfg.finetune
-    return finetune_arrays(hist, f.lag_s, min(f.max_history, model_max_len or f.max_history), f.min_history,
-                           f.max_impressions, t_from=t_from, t_to=t_to, window_s=cfg.data.pair_window_s)
 
 
 def pair_accuracy_sums(model, arrays: dict[str, np.ndarray], lag_s: int, batch_size: int = 64,

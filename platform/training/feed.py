@@ -29,6 +29,17 @@ def mix_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
+def finetune_rows(cfg: ArgusrankConfig, hist, model_max_len: int | None, t_from: int | None,
+                  t_to: int | None) -> dict[str, np.ndarray]:
+    """The fine-tuning job's rows of ``hist`` (``finetune`` config) with impressions in ``[t_from, t_to)``;
+    histories cut to the model's positions table (``model_max_len``) when ``finetune.max_history`` is longer."""
+    from argusrank.features.sequences import finetune_arrays
+
+    f = cfg.finetune
+    return finetune_arrays(hist, f.lag_s, min(f.max_history, model_max_len or f.max_history), f.min_history,
+                           f.max_impressions, t_from=t_from, t_to=t_to, window_s=cfg.data.pair_window_s)
+
+
 def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Split, buckets: list[int],
                   model_max_len: int | None = None, users: tuple[int, int] = (1, 0)) -> tuple[dict, dict | None]:
     """This worker's training arrays (and validation rows when ``train.valid_every`` /
@@ -42,7 +53,6 @@ def worker_arrays(cfg: ArgusrankConfig, dataset_dir: str, stage: str, split: Spl
     from argusrank.features.histories import build_histories
     from argusrank.features.io import read_events
     from argusrank.features.sequences import pretrain_arrays
-    from argusrank.platform.training.evaluate import finetune_rows
 
     hist = build_histories(read_events(dataset_dir, user_buckets=buckets, users=users))  # only this worker's users
     if stage == "pretrain":

@@ -49,6 +49,25 @@ def window_queries(ctx: CandidateContext, t_from: int, t_to: int, positives: boo
     return key // S, key % S
 
 
+def positive_queries(dataset_dir, snaps: np.ndarray, t_from: int, t_end: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user id, snapshot index) of the queries :func:`window_queries` gives with ``positives`` for
+    ``[t_from, t_end)`` (``t_end``: the split's end), sorted by (user, snapshot), read one user bucket at a time
+    (the window's user, time and feedback columns): no histories of every user."""
+    from argusrank.features.baseline import event_grades
+    from argusrank.features.io import read_events, user_buckets_of
+
+    S, keys = len(snaps), []
+    for b in range(user_buckets_of(dataset_dir)):
+        ev = read_events(dataset_dir, ["user_id", "timestamp", "played_ratio", "liked", "disliked"],
+                         user_buckets=[b], time_range=(t_from, t_end))  # earlier events' snapshots are < t_from
+        ts = ev["timestamp"].to_numpy()
+        snap = np.searchsorted(snaps, ts, side="right") - 1
+        m = (snap >= 0) & (snaps[np.maximum(snap, 0)] >= t_from) & (event_grades(ev) >= POSITIVE_GRADE)
+        keys.append(np.unique(ev["user_id"].to_numpy().astype(np.int64)[m] * S + snap[m]))
+    key = np.sort(np.concatenate(keys)) if keys else np.zeros(0, np.int64)  # buckets hold disjoint users
+    return key // S, key % S
+
+
 def query_labels(ctx: CandidateContext, q_user: np.ndarray, q_snap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted keys ``query * C + catalog position`` of every item the query's user had an event with in its
     window, and the best grade of those events."""

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from argusrank.features.baseline import ranker_features
 from argusrank.features.io import read_events
 from argusrank.features.splits import dataset_split
-from argusrank.features.vectors import check_versions
+from argusrank.features.vectors import check_versions, one_version
 from argusrank.platform.config import ArgusrankConfig
 
 IMPRESSION_COLUMNS = ["user_id", "timestamp", "item_id", "request_id", "position", "played_ratio", "liked", "disliked"]
@@ -132,10 +132,8 @@ def write_ranker_set(cfg: ArgusrankConfig, dataset_dir: str | Path, out_dir: str
         rows, train_rows = rows + len(frame), train_rows + int(frame["is_train"].sum())
         dot = frame["argus_dot"].to_numpy()
         dot_rows, dot_sum = dot_rows + int(np.isfinite(dot).sum()), dot_sum + float(np.nansum(dot))
-    if len(versions) > 1:  # buckets joined vectors of different versions: refused as one frame would be
-        check_versions(np.array(sorted(versions)), np.full(len(versions), -1))
-    return RankerSet(tuple(parts), rows, train_rows, dot_rows, dot_sum, versions.pop() if versions else None,
-                     n_buckets, t_split)
+    version = one_version(versions)  # buckets that joined different versions: refused as one frame would be
+    return RankerSet(tuple(parts), rows, train_rows, dot_rows, dot_sum, version, n_buckets, t_split)
 
 
 @dataclass(frozen=True)
@@ -143,18 +141,22 @@ class RankerRows:
     """The ranker's rows with their features and ``is_train``, as frames in which a request's rows are
     contiguous: one frame in memory or a :class:`RankerSet`'s parts read one at a time (``frames()``)."""
 
-    frames: Callable[[], Iterable[pd.DataFrame]]
+    frames: Callable[[Sequence[str] | None], Iterable[pd.DataFrame]]  # (columns or None: all) -> frames
     parts: tuple[Path, ...] = ()  # the files, when on disk
 
     @classmethod
     def of_frame(cls, feats: pd.DataFrame, is_train: np.ndarray) -> "RankerRows":
         order = np.argsort(feats["request_id"].to_numpy(), kind="stable")
         frame = feats.assign(is_train=is_train).iloc[order].reset_index(drop=True)
-        return cls(lambda: [frame])
+        return cls(lambda columns=None: [frame])
 
     @classmethod
     def of_parts(cls, parts: Sequence[Path]) -> "RankerRows":
-        return cls(lambda: (pq.read_table(p).to_pandas() for p in parts), tuple(parts))
+        def read(columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+            for p in parts:  # only the columns asked for are read from the file
+                yield pq.read_table(p, columns=list(columns) if columns is not None else None).to_pandas()
+
+        return cls(read, tuple(parts))
 
     def batches(self, names: Sequence[str], train: bool) -> Iterator[tuple[pd.DataFrame, np.ndarray, np.ndarray]]:
         """``(X, grades, request IDs)`` of the train (or test) rows, one frame at a time; ``X``: the ranker
@@ -166,6 +168,7 @@ class RankerRows:
 
     def columns(self, names: Sequence[str], train: bool | None = None) -> pd.DataFrame:
         """The columns ``names`` of the train (``True``), test (``False``) or all rows, in frame order."""
+        read = list(dict.fromkeys([*names, "is_train"]))
         got = [f.loc[f["is_train"].to_numpy() == train if train is not None else slice(None), list(names)]
-               for f in self.frames()]
+               for f in self.frames(read)]
         return pd.concat(got, ignore_index=True)
