@@ -62,7 +62,7 @@ def _ctx(cfg, events: pa.Table) -> CandidateContext:
     snaps = default_snapshots(cfg, split.T, split.T_end)
     catalog = np.unique(hist.item_id)
     stats = baseline.compute_baseline(events, snaps)[baseline.ITEM_STATS.name]
-    return CandidateContext(events, hist, split, snaps, catalog, _popular_orders(stats, snaps, catalog),
+    return CandidateContext(hist, split, snaps, catalog, _popular_orders(stats, snaps, catalog),
                             _Vecs(hist, catalog))
 
 

@@ -112,10 +112,9 @@ class ExportedVectors:
 
 @dataclass
 class CandidateContext:
-    """What every source needs on the temporal split: the events, their histories, the daily snapshots of
-    ``[T, T_end)``, the catalog (sorted item ids), the fallback order per snapshot and the vectors."""
+    """What every source needs on the temporal split: the users' histories, the daily snapshots of ``[T, T_end)``,
+    the catalog (sorted item ids), the fallback order per snapshot and the vectors."""
 
-    events: Any
     hist: Any
     split: Any
     snaps: np.ndarray
@@ -141,18 +140,11 @@ def candidate_context(cfg: ArgusrankConfig, dataset_dir: str | Path, model=None,
 
     split = dataset_split(dataset_dir, "temporal", cfg.data.test_days)
     snaps = default_snapshots(cfg, split.T, split.T_end)
-    if users is None:
-        events = read_events(dataset_dir)
-        hist = build_histories(events)
-        catalog = np.unique(hist.item_id)
-        stats = baseline.compute_baseline(events, snaps)[baseline.ITEM_STATS.name]
-    else:
-        events = read_events(dataset_dir, user_ids=users)
-        hist = build_histories(events)
-        stats, catalog = baseline.item_view_by_bucket(dataset_dir, snaps)
+    hist = build_histories(read_events(dataset_dir, user_ids=users))
+    stats, catalog = baseline.item_view_by_bucket(dataset_dir, snaps)  # every event's, whatever ``users``
     vecs = ExportedVectors(cfg, version, hist, catalog, only_hist_users=users is not None) if version is not None \
         else ModelVectors(model, hist, catalog)
-    return CandidateContext(events, hist, split, snaps, catalog, _popular_orders(stats, snaps, catalog), vecs)
+    return CandidateContext(hist, split, snaps, catalog, _popular_orders(stats, snaps, catalog), vecs)
 
 
 def source_lists(ctx: CandidateContext, q_user: np.ndarray, q_snap: np.ndarray, kmax: int,
