@@ -33,6 +33,17 @@ def test_parts_hold_the_frames_rows_and_train_the_same_rankers(tmp_path):
     base, data = _home(tmp_path, _per_user_requests(_events(seed=7, n=1500, requests=True)))
     cfg = with_overrides(base, {"features.materialize_bucket_rows": 40})  # many buckets
     feats, is_train, version = ranker_rows(cfg, data)
+    # the split read one user bucket at a time as one row per request: the frame's (IDs, rows, split time)
+    from argusrank.features.splits import dataset_split
+    from argusrank.platform.training.ranker_set import impressions, split_requests, split_time, train_request_ids
+
+    split = dataset_split(data, "temporal", cfg.data.test_days)
+    imp = impressions(data, split.T, split.T_end)
+    want = split_requests(imp, cfg.ranker.train_frac)
+    ids, n_rows, t_split = train_request_ids(data, split.T, split.T_end, cfg.ranker.train_frac)
+    np.testing.assert_array_equal(ids, np.unique(imp["request_id"].to_numpy()[want]))
+    assert n_rows == len(imp) and 0 < want.sum() < len(imp)
+    assert t_split == split_time(imp, want, split.T, split.T_end, cfg.ranker.train_frac)
     rs = write_ranker_set(cfg, data, tmp_path / "set", argus=_argus_needed(cfg), progress=False)
     assert len(rs.parts) > 2 and rs.n_buckets >= len(rs.parts)
     assert (rs.rows, rs.train_rows, rs.model_version) == (len(feats), int(is_train.sum()), version)

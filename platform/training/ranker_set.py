@@ -78,23 +78,37 @@ class RankerSet:
 def train_request_ids(dataset_dir: str | Path, t_from: int, t_to: int,
                       train_frac: float) -> tuple[np.ndarray, int, int]:
     """(sorted request IDs of the earliest ``train_frac`` of the window's requests, the window's impressions, the
-    split time): the split of :func:`split_requests` read from three columns of the window. Refuses a request ID
-    shared by several users (a request serves one user; its rows would fall into several user buckets)."""
-    ev = read_events(dataset_dir, columns=["request_id", "timestamp", "user_id"], time_range=(t_from, t_to))
-    ev = ev.filter(pc.is_valid(ev["request_id"]))
-    df = pd.DataFrame({"request_id": ev["request_id"].to_numpy(), "ts": ev["timestamp"].to_numpy(),
-                       "user_id": ev["user_id"].to_numpy()})
-    users = df.groupby("request_id")["user_id"].agg(["min", "max"])
-    shared = users.index[(users["min"] != users["max"]).to_numpy()]
+    split time): the split of :func:`split_requests`, read one user bucket at a time as one row per request (its
+    first time and users): memory of the window's requests, not of its impressions. Refuses a request ID shared by
+    several users (a request serves one user; its rows would fall into several user buckets)."""
+    from argusrank.features.io import user_buckets_of
+
+    parts, n_rows = [], 0
+    for b in range(user_buckets_of(dataset_dir)):
+        ev = read_events(dataset_dir, columns=["request_id", "timestamp", "user_id"], user_buckets=[b],
+                         time_range=(t_from, t_to))
+        ev = ev.filter(pc.is_valid(ev["request_id"]))
+        n_rows += ev.num_rows
+        parts.append(ev.group_by("request_id").aggregate([("timestamp", "min"), ("user_id", "min"),
+                                                          ("user_id", "max")]))
+    req = pa.concat_tables(parts) if parts else pa.table({"request_id": pa.array([], pa.int64())})
+    rid = req["request_id"].to_numpy() if req.num_rows else np.zeros(0, np.int64)
+    ids, counts = np.unique(rid, return_counts=True)
+    shared = np.union1d(ids[counts > 1], rid[req["user_id_min"].to_numpy() != req["user_id_max"].to_numpy()]) \
+        if req.num_rows else ids[:0]
     if len(shared):
         r = int(shared[0])
-        who = sorted(df.loc[df["request_id"] == r, "user_id"].unique().tolist())
+        ev = read_events(dataset_dir, columns=["request_id", "user_id"], time_range=(t_from, t_to))
+        who = np.unique(ev.filter(pc.equal(ev["request_id"], r))["user_id"].to_numpy()).tolist()
         raise ValueError(f"request_id {r} holds impressions of users {who} "
                          f"({len(shared)} request IDs are shared by users): ranker.training_set=parts writes one "
                          "user bucket at a time and needs each request to serve one user; use training_set=memory")
-    is_train = split_requests(df, train_frac)
-    return (np.unique(df["request_id"].to_numpy()[is_train]), len(df),
-            split_time(df, is_train, t_from, t_to, train_frac))
+    first = req["timestamp_min"].to_numpy() if req.num_rows else np.zeros(0, np.int64)
+    order = np.lexsort((rid, first))  # by first time, then ID (split_requests' order)
+    n_train = int(round(len(rid) * train_frac))
+    t_split = int(first[order[n_train:]].min()) if n_train < len(rid) else \
+        t_from + int(round(train_frac * (t_to - t_from)))  # split_time's
+    return np.sort(rid[order[:n_train]]), n_rows, t_split
 
 
 def write_ranker_set(cfg: ArgusrankConfig, dataset_dir: str | Path, out_dir: str | Path, argus: Sequence[str],
