@@ -42,7 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from argusrank.features.io import fail_import, failed_dir, read_input_bytes, split_fields, text_lines, write_dataset
+from argusrank.features.io import fail_import, failed_dir, write_dataset
+from argusrank.features.text_input import read_input_bytes, split_fields, text_lines
 from argusrank.features.schema import EVENT_TYPE_CODE, event_columns, nullable
 from argusrank.features.yambda import import_yambda
 from argusrank.features.validate import (

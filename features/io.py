@@ -38,10 +38,14 @@ import pyarrow.parquet as pq
 
 from argusrank.features.schema import (EVENT_PARTITIONS, EVENT_SCHEMA, EVENT_TYPES, PARTITION_COLUMN,
                                        check_user_buckets, default_user_buckets)
-from argusrank.features.validate import NoValidEvents, UnreadableInput
+from argusrank.features.validate import NoValidEvents
 
 SORT_KEYS = [("user_id", "ascending", "at_start"), ("timestamp", "ascending", "at_start"),
              ("position", "ascending", "at_start")]
+#: what a scan reads ahead (``Dataset.to_table`` options): Arrow's defaults (4 files x 16 batches of 128K rows) held
+#: ~250 MB more than the rows kept while one user bucket's rows were filtered out of a 3M-event log's view; bounded,
+#: the same scans ran no slower here (bench/README.md "Scale")
+SCAN_BOUNDS = {"batch_size": 32_768, "batch_readahead": 2, "fragment_readahead": 1}
 EVENT_PARTITIONING = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.int32())]), flavor="hive")
 #: the entries write_dataset owns in a dataset directory (replaced on every write; others are kept)
 DATASET_ENTRIES = frozenset({"events", "rejected", "metadata.json", "items.parquet", "vocab", "truth"})
@@ -386,7 +390,7 @@ def read_events(
         flt = in_range if flt is None else flt & in_range
     keys = [k[0] for k in SORT_KEYS]
     read_cols = columns + [k for k in keys if k not in columns]
-    t = dset.to_table(columns=read_cols, filter=flt)
+    t = dset.to_table(columns=read_cols, filter=flt, **SCAN_BOUNDS)
     t = t.cast(pa.schema([EVENT_SCHEMA.field(c) for c in read_cols]))
     return sort_events(t).select(columns)
 
@@ -403,52 +407,3 @@ def read_vocab(dataset_dir: str | Path, name: str) -> pa.Table | None:
     """The ID vocabulary ``name`` ("users" / "items": id -> raw string), or None if the IDs were kept as is."""
     p = Path(dataset_dir) / "vocab" / f"{name}.parquet"
     return pq.read_table(p) if p.is_file() else None
-
-
-# --- reading text input (importers): vectorized over all lines at once ---------------------------
-def read_input_bytes(p: Path, fmt: str) -> bytes:
-    """The bytes of input file ``p``: FileNotFoundError if missing, UnreadableInput if unreadable."""
-    if not p.is_file():
-        raise FileNotFoundError(f"{fmt}: no such file {p}")
-    try:
-        return p.read_bytes()
-    except OSError as exc:
-        raise UnreadableInput(f"{fmt}: cannot read {p}: {exc.strerror or exc}") from exc
-
-
-def decode_text(data: bytes, what: str) -> tuple[str, str | None]:
-    """(text, None) for valid UTF-8 (BOM dropped); else (text with bad bytes as ``\\xNN``, text with U+FFFD)."""
-    if data[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise UnreadableInput(f"{what}: UTF-16/32 text (byte-order mark {data[:2].hex()}); expected UTF-8")
-    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError:  # the two decodings differ exactly where the bytes are bad
-        return data.decode("utf-8", errors="backslashreplace"), data.decode("utf-8", errors="replace")
-
-
-def _split_lines(text: str) -> pa.Array:
-    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
-    return pc.utf8_rtrim(lines, "\r")
-
-
-def text_lines(data: bytes, what: str) -> tuple[pa.Array, np.ndarray, pa.Array | None]:
-    """Non-empty lines (CR stripped), their 0-based physical line index, and the same lines
-    decoded with U+FFFD replacement where the input has bytes that are not UTF-8 (else None)."""
-    text, alt = decode_text(data, what)
-    lines = _split_lines(text)
-    keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
-    idx = np.flatnonzero(keep.to_numpy(zero_copy_only=False)).astype(np.int64)
-    return lines.filter(keep), idx, None if alt is None else _split_lines(alt).filter(keep)
-
-
-def split_fields(lines: pa.Array, sep: str | None, names: list[str]) -> tuple[pa.Table, np.ndarray]:
-    """Split lines into len(names) string columns (+ ``line``); returns (raw, wrong_field_count mask)."""
-    trimmed = pc.utf8_trim_whitespace(lines)
-    parts = pc.split_pattern_regex(trimmed, r"\s+") if sep is None else pc.split_pattern(trimmed, sep)
-    nfields = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    wrong = nfields != len(names)
-    parts = pc.if_else(pa.array(~wrong), parts, pa.scalar(None, parts.type))
-    cols = {n: pc.utf8_trim_whitespace(pc.list_element(parts, i)) for i, n in enumerate(names)}
-    cols["line"] = pc.cast(lines, pa.string())
-    return pa.table(cols), wrong

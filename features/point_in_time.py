@@ -23,6 +23,7 @@ import pyarrow.dataset as ds
 
 from argusrank.features.materialize import bucket_count, key_bucket_filter, row_bytes, scan_buckets
 from argusrank.features.vectors import to_matrix
+from argusrank.features.io import SCAN_BOUNDS
 
 TS, CREATED = "event_timestamp", "created"  # the timestamp columns of every view (features/definitions.py)
 
@@ -90,7 +91,7 @@ def read_view(view: ViewJoin, where: ds.Expression | None, widths: dict[str, int
     data = ds.dataset(view.path, format="parquet")
     keys = list(view.keys)
     created = [CREATED] if CREATED in data.schema.names else []
-    table = data.to_table(columns=[*keys, TS, *created, *view.columns], filter=where)
+    table = data.to_table(columns=[*keys, TS, *created, *view.columns], filter=where, **SCAN_BOUNDS)
     order = pd.DataFrame({**{k: table[k].to_numpy() for k in keys}, "_t": _column_ns(table[TS]),
                           "_c": _column_ns(table[CREATED]) if created else np.zeros(table.num_rows, np.int64),
                           "_pos": np.arange(table.num_rows)})
