@@ -35,17 +35,24 @@ def _snap_of(ctx: CandidateContext) -> tuple[np.ndarray, np.ndarray]:
     return snap, (snap >= 0) & (ctx.hist.timestamp < ctx.split.T_end)
 
 
+def _query_keys(users: np.ndarray, ts: np.ndarray, grades: np.ndarray, snaps: np.ndarray, t_from: int, t_to: int,
+                t_end: int, positives: bool) -> np.ndarray:
+    """Sorted unique ``user * S + snapshot`` of the events before ``t_end`` whose snapshot (the latest at or before
+    them) is in ``[t_from, t_to)``, positive ones only with ``positives``."""
+    snap = np.searchsorted(snaps, ts, side="right") - 1
+    at = snaps[np.maximum(snap, 0)]
+    m = (snap >= 0) & (ts < t_end) & (at >= t_from) & (at < t_to)
+    if positives:
+        m &= grades >= POSITIVE_GRADE
+    return np.unique(np.asarray(users, np.int64)[m] * len(snaps) + snap[m])
+
+
 def window_queries(ctx: CandidateContext, t_from: int, t_to: int, positives: bool = False
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(user index, snapshot index) of the queries with snapshot in ``[t_from, t_to)`` whose user has an event
     (a positive one with ``positives``) before the next snapshot; sorted by (user, snapshot)."""
-    snap, m = _snap_of(ctx)
-    at = ctx.snaps[np.maximum(snap, 0)]
-    m &= (at >= t_from) & (at < t_to)
-    if positives:
-        m &= ctx.hist.grade >= POSITIVE_GRADE
-    S = len(ctx.snaps)
-    key = np.unique(ctx.hist.user_index()[m].astype(np.int64) * S + snap[m])
+    h, S = ctx.hist, len(ctx.snaps)
+    key = _query_keys(h.user_index(), h.timestamp, h.grade, ctx.snaps, t_from, t_to, ctx.split.T_end, positives)
     return key // S, key % S
 
 
@@ -60,10 +67,8 @@ def positive_queries(dataset_dir, snaps: np.ndarray, t_from: int, t_end: int) ->
     for b in range(user_buckets_of(dataset_dir)):
         ev = read_events(dataset_dir, ["user_id", "timestamp", "played_ratio", "liked", "disliked"],
                          user_buckets=[b], time_range=(t_from, t_end))  # earlier events' snapshots are < t_from
-        ts = ev["timestamp"].to_numpy()
-        snap = np.searchsorted(snaps, ts, side="right") - 1
-        m = (snap >= 0) & (snaps[np.maximum(snap, 0)] >= t_from) & (event_grades(ev) >= POSITIVE_GRADE)
-        keys.append(np.unique(ev["user_id"].to_numpy().astype(np.int64)[m] * S + snap[m]))
+        keys.append(_query_keys(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), event_grades(ev), snaps,
+                                t_from, t_end, t_end, positives=True))
     key = np.sort(np.concatenate(keys)) if keys else np.zeros(0, np.int64)  # buckets hold disjoint users
     return key // S, key % S
 
