@@ -235,6 +235,10 @@ class EvalConfig(Section):
     filter_seen: bool = False  # full-catalog ranking: drop items the user already had
     ks: list[int] = Field(default_factory=lambda: [10, 100], min_length=1)
     batch_size: int = Field(256, ge=1)
+    # evaluate whole user buckets, in bucket order, until at least this many users (None: every user); the same
+    # users for every model of a dataset. Full-catalog ranking costs users x catalog: at 50M events and more,
+    # evaluating every user takes longer than the training it measures (bench/README.md "Scale")
+    max_users: int | None = Field(None, ge=1)
 
     @field_validator("negatives", mode="before")
     @classmethod

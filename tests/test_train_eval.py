@@ -205,3 +205,27 @@ def test_evaluation_by_user_bucket_equals_one_pass_over_all_users(bucketed_synth
             losses = evaluate_model(cfg, d, model, protocol=protocol, stages=("losses",))
             every = evaluate_model(cfg, d, model, protocol=protocol, stages=("ranking", "losses", "pairs"))
             assert losses["nip_loss"] == every["nip_loss"] and math.isfinite(losses["nip_loss"])
+
+
+def test_eval_max_users_scores_whole_buckets_in_order(bucketed_synth):
+    """``eval.max_users`` evaluates the first user buckets until that many users: the metrics of exactly those
+    buckets' users against the whole catalog, fewer users than the whole set."""
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events, user_buckets_of
+    from argusrank.features.splits import dataset_split
+    from argusrank.platform.training import evaluate as ev
+
+    cfg, d, model = bucketed_synth
+    first = build_histories(read_events(d, user_buckets=[0]))
+    assert user_buckets_of(d) > 2 and 0 < first.n_users < 80
+    sampled_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_users": first.n_users})})
+    sampled = ev.evaluate_model(sampled_cfg, d, model, protocol="temporal", negatives="all", stages=("ranking",))
+    catalog, sums = ev.dataset_catalog(d), ev._Sums()  # reference: bucket 0 alone, ranked over the whole catalog
+    n = ev.ranking_sums(ev.model_scorer(model, catalog), ev.eval_arrays(first, dataset_split(d, "temporal",
+                        cfg.data.test_days), cfg.data.max_len), catalog, sums, torch.Generator().manual_seed(0),
+                        ks=cfg.eval.ks, hit_name="recall", negatives="all", filter_seen=False, batch_size=256)
+    assert sampled["n_users"] == first.n_users and sampled["n_targets"] == n > 0
+    assert sampled["ndcg@10"] == pytest.approx(sums.means()["ndcg@10"], rel=1e-9)
+    two = ev.evaluate_model(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_users": first.n_users + 1})}),
+                            d, model, protocol="temporal", negatives="all", stages=("ranking",))
+    assert first.n_users < two["n_users"] < 80  # one more user asked: the whole next bucket

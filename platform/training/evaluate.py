@@ -293,7 +293,8 @@ def evaluate_model(
 
     ``stages``: ``ranking`` (Recall/HR@K, NDCG@K, MRR), ``losses`` (NIP/FP, temporal
     only), ``pairs`` (weighted PairAccuracy, temporal only). Returns flat metrics.
-    Users are read and scored one user bucket at a time (features/histories.py ``histories_by_bucket``; all of
+    ``cfg.eval.max_users``: only the first user buckets, until that many users. Users are read and scored one
+    user bucket at a time (features/histories.py ``histories_by_bucket``; all of
     ``hist`` when given):
     metrics are sums over buckets, so memory stays one bucket's. Sampled negatives (``negatives="100"``, the NIP
     loss) come from one seeded stream over the buckets in order.
@@ -330,6 +331,8 @@ def evaluate_model(
     n_users = n_targets = n_pairs = n_rows = 0
     pair_c = pair_w = 0.0
     for h in histories_by_bucket(dataset_dir, hist):
+        if ev.max_users is not None and n_users >= ev.max_users:
+            break  # a sample of whole buckets (the generator stops reading)
         n_users += h.n_users
         if "ranking" in stages:
             n_targets += ranking_sums(scorer, eval_arrays(h, split, max_len), catalog, rank_sums, gen, ks=ev.ks,
