@@ -234,6 +234,30 @@ class ArgusModel(nn.Module):
             raise ValueError(f"the FP head of encoder {self.cfg.encoder!r} does not split into user and item parts")
         return self.fp.item_part(self.item_emb(item_ids))
 
+    # ---------------------------------------------------------------- every prefix of a window, one pass
+    def one_pass_prefixes(self) -> bool:
+        """Whether one encoder pass over a window gives the user vectors and serving queries of all its prefixes
+        (:meth:`prefix_states`, :meth:`serving_input`): one token per event, events kept in time order."""
+        return self.token_type is None and not self.cfg.positives_only
+
+    def prefix_states(self, batch: SequenceBatch, rows: torch.Tensor, pos: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One causal pass over ``batch``; at (``rows[r]``, ``pos[r]``): (R, D) the user tower's input and (R, D)
+        the encoder state, both equal to those after the last event of the window's prefix ending there."""
+        p = self._run(batch)
+        return self._user_state(p)[rows, pos], p.state[rows, pos]
+
+    def serving_input(self, state: torch.Tensor, last_ts: torch.Tensor, as_of: torch.Tensor, surface: int,
+                      organic: bool) -> torch.Tensor:
+        """(R, nip_in) the NIP / FP user-side input of a request slot at ``as_of`` (context ``surface``,
+        ``organic``) right after an event at ``last_ts`` whose encoder state is ``state``: [state; context]."""
+        if not self.one_pass_prefixes():
+            raise ValueError(f"serving_input needs one token per event in time order: encoder={self.cfg.encoder!r}, "
+                             f"positives_only={self.cfg.positives_only}")
+        ts = torch.stack([last_ts.long(), as_of.long()], 1)  # (R, 2): the gap bucket reads the event before
+        ctx = self.context_emb(torch.full_like(ts, surface), torch.full_like(ts, int(organic)), ts)[:, 1]
+        return torch.cat([state, ctx.to(state.dtype)], -1)
+
     # ---------------------------------------------------------------- two towers, one pass
     def _states_at(self, history: SequenceBatch, cutoff: torch.Tensor | None) -> torch.Tensor:
         """(B, K, D) state after the last event with ts <= cutoff (B, K); the learned empty

@@ -37,7 +37,7 @@ from argusrank.features.io import atomic_file, atomic_write_text
 from argusrank.features.splits import dataset_split
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
-from argusrank.platform.inference import item_vectors, space_dim, user_vectors, window_arrays
+from argusrank.platform.inference import item_vectors, snapshot_user_vectors, space_dim
 from argusrank.platform.ray_runtime import ray_session
 from argusrank.platform.tracking import start_run
 
@@ -59,20 +59,11 @@ class UserVectors:
         from argusrank.features.io import read_events
 
         hist = build_histories(read_events(self.dataset_dir, user_buckets=[int(b) for b in batch["bucket"]]))
-        w = user_windows(hist, self.snaps, self.lag_s, self.max_len)
-        if w.num_rows == 0:  # no user of these buckets has an event before a snapshot: typed empty columns
-            return {"user_id": np.zeros(0, np.int64), "as_of": np.zeros(0, np.int64),
-                    **{f"vector_{space}": np.zeros((0, space_dim(m, space)), np.float32)
-                       for space, m in self.models.items()}}
-        out: dict[str, list] = {"user_id": [w["user_id"].to_numpy()], "as_of": [w["as_of"].to_numpy()]}
-        start, length, as_of = (w[c].to_numpy() for c in ("start", "length", "as_of"))
-        for space, model in self.models.items():
-            out[f"vector_{space}"] = [
-                user_vectors(model, window_arrays(hist, start[i:i + self.batch_size], length[i:i + self.batch_size],
-                                                  as_of[i:i + self.batch_size], space, int(model.cfg.max_len)),
-                             space, self.device)  # (B, d)
-                for i in range(0, w.num_rows, self.batch_size)]
-        return {k: np.concatenate(v) for k, v in out.items()}
+        w = user_windows(hist, self.snaps, self.lag_s, self.max_len)  # none: typed empty columns
+        vecs = snapshot_user_vectors(self.models, hist, *(w[c].to_numpy() for c in ("start", "length", "as_of")),
+                                     self.batch_size, self.device)  # one pass per window start, all spaces
+        return {"user_id": w["user_id"].to_numpy(), "as_of": w["as_of"].to_numpy(),
+                **{f"vector_{space}": v for space, v in vecs.items()}}
 
 
 class ItemVectors:

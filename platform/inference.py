@@ -73,3 +73,77 @@ def item_vectors(model, item_ids: np.ndarray, space: str, device: str = "cpu") -
         vec = (model.item_vectors(ids) if space == "tower" else model.nip_item_embeddings(ids) if space == "nip"
                else model.fp_item_parts(ids))
     return vec.float().cpu().numpy()
+
+
+def snapshot_user_vectors(models: dict, hist, start: np.ndarray, length: np.ndarray, as_of: np.ndarray,
+                          batch_size: int, device: str = "cpu") -> dict[str, np.ndarray]:
+    """``{space: (R, d)}`` user vectors of ``models`` (space -> network) for the tower windows
+    ``start:start+length`` (a snapshot's last ``max_len`` events) at serving time ``as_of``.
+
+    A network that allows it (``ArgusModel.one_pass_prefixes``) runs once per distinct window start: a user's
+    snapshots share one pass while the history fits ``max_len`` (causal: each snapshot is a prefix), and every
+    space of the network reads the same pass; equal, to float rounding, to :func:`window_arrays` +
+    :func:`user_vectors` window by window and space by space, which other networks still use."""
+    if len(start) == 0:
+        return {space: np.zeros((0, space_dim(m, space)), np.float32) for space, m in models.items()}
+    out: dict[str, np.ndarray] = {}
+    by_net: dict[int, list[str]] = {}
+    for space, model in models.items():
+        by_net.setdefault(id(model), []).append(space)
+    for spaces in by_net.values():
+        model = models[spaces[0]]
+        if getattr(model, "one_pass_prefixes", lambda: False)():
+            out.update(_one_pass_vectors(model, spaces, hist, start, length, as_of, batch_size, device))
+            continue
+        for space in spaces:
+            out[space] = np.concatenate([
+                user_vectors(model, window_arrays(hist, start[i:i + batch_size], length[i:i + batch_size],
+                                                  as_of[i:i + batch_size], space, int(model.cfg.max_len)),
+                             space, device) for i in range(0, len(start), batch_size)])
+    return {space: out[space] for space in models}
+
+
+def _one_pass_vectors(model, spaces: list[str], hist, start, length, as_of, batch_size: int,
+                      device: str) -> dict[str, np.ndarray]:
+    """:func:`snapshot_user_vectors` for one network of one token per event: requests = (pass start, last event);
+    the tower reads the window's last event, NIP / FP the same event in a window one shorter when it is full
+    (the request slot takes the last position, as :func:`window_arrays` does); passes sorted by length."""
+    from argusrank.models.batch import SequenceBatch
+
+    start, length, as_of = (np.asarray(a, np.int64) for a in (start, length, as_of))
+    R, queries = len(start), [s for s in spaces if s != "tower"]
+    last = start + length - 1
+    req_start = np.concatenate([start] * ("tower" in spaces) + [start + (length >= model.cfg.max_len)] * bool(queries))
+    req_last = np.concatenate([last] * ("tower" in spaces) + [last] * bool(queries))
+    passes, inv = np.unique(req_start, return_inverse=True)
+    ends = np.zeros(len(passes), np.int64)
+    np.maximum.at(ends, inv, req_last + 1)
+    order = np.argsort(passes - ends, kind="stable")  # longest first: batches of similar length
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    req_rank = rank[inv]
+    by_rank = np.argsort(req_rank, kind="stable")
+    bounds = np.searchsorted(req_rank[by_rank], np.arange(0, len(order) + batch_size, batch_size))
+    res: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for c, c0 in enumerate(range(0, len(order), batch_size)):
+            p = order[c0:c0 + batch_size]
+            plen = ends[p] - passes[p]
+            batch = SequenceBatch.from_numpy(gather_windows(hist, passes[p], plen, int(plen.max())), device)
+            req = by_rank[bounds[c]:bounds[c + 1]]
+            rows = torch.as_tensor(req_rank[req] - c0, device=device)
+            pos = torch.as_tensor(req_last[req] - req_start[req], device=device)
+            tower_in, state = model.prefix_states(batch, rows, pos)
+            is_q = req >= R if "tower" in spaces else np.ones(len(req), bool)
+            if "tower" in spaces:
+                vec = model.towers.user(tower_in[torch.as_tensor(~is_q, device=device)]).float().cpu().numpy()
+                res.setdefault("tower", np.zeros((R, vec.shape[1]), np.float32))[req[~is_q]] = vec
+            if queries:
+                q = torch.as_tensor(is_q, device=device)
+                r = req[is_q] - (R if "tower" in spaces else 0)
+                x = model.serving_input(state[q], torch.as_tensor(hist.timestamp[last[r]], device=device),
+                                        torch.as_tensor(as_of[r], device=device), SERVING_SURFACE, SERVING_ORGANIC)
+                for space in queries:
+                    vec = (model.nip.query(x) if space == "nip" else model.fp.user_part(x)).float().cpu().numpy()
+                    res.setdefault(space, np.zeros((R, vec.shape[1]), np.float32))[r] = vec
+    return res

@@ -76,3 +76,40 @@ def test_the_full_encoder_refuses_fp_parts():
     assert not model.fp_separable()
     with pytest.raises(ValueError, match="one token per event"):
         model.fp_user_parts(None)
+
+
+@pytest.mark.parametrize("encoder", ["simplified", "hstu", "full"])
+def test_snapshot_vectors_of_one_pass_per_window_start_equal_window_by_window(encoder):
+    """``snapshot_user_vectors`` (one pass per distinct window start, every space from it) equals the reference:
+    each (user, snapshot) window run alone through ``window_arrays`` + ``user_vectors``, space by space. Daily
+    snapshots over users with histories longer than ``max_len`` (windows that slide and are full, the NIP / FP slot
+    taking the last position) and shorter (prefixes of one pass), spaces split over two networks (the fp
+    space from another one, as with ``features.fp_from=parent``)."""
+    from argusrank.platform.export import user_windows
+    from argusrank.platform.inference import snapshot_user_vectors
+
+    cfg = load_config(env={}, overrides={"data.synth.n_users": 40, "data.synth.n_items": 60, "data.synth.days": 12})
+    hist = build_histories(generate(cfg.data.synth, seed=2).events)
+    torch.manual_seed(0)
+    nets = []
+    for _ in range(2):
+        net = ArgusModel(preset("tiny", encoder=encoder, max_len=24)).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.normal_(0.0, 0.3)
+        nets.append(net)
+    t = hist.timestamp
+    snaps = np.linspace(np.quantile(t, 0.2), t.max() + 1, 7).astype(np.int64)
+    w = user_windows(hist, snaps, 3600, 24)
+    start, length, as_of = (w[c].to_numpy() for c in ("start", "length", "as_of"))
+    assert (length == 24).mean() > 0.2 and (length < 24).mean() > 0.2  # both kinds of windows
+    spaces = ["tower", "nip"] + (["fp"] if encoder != "full" else [])
+    models = {s: nets[s == "fp"] for s in spaces}
+    got = snapshot_user_vectors(models, hist, start, length, as_of, batch_size=16)
+    assert (nets[0].one_pass_prefixes(), set(got)) == (encoder != "full", set(spaces))
+    for space in spaces:
+        ref = user_vectors(models[space], window_arrays(hist, start, length, as_of, space, 24), space)
+        assert got[space].shape == ref.shape and np.abs(ref).max() > 0.1
+        np.testing.assert_allclose(got[space], ref, rtol=1e-4, atol=1e-5, err_msg=space)
+    empty = snapshot_user_vectors(models, hist, start[:0], length[:0], as_of[:0], batch_size=16)
+    assert all(empty[s].shape == (0, got[s].shape[1]) for s in spaces)
