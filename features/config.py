@@ -123,6 +123,10 @@ class FeaturesConfig(Section):
     # by a bucket: features/point_in_time.py), "feast" = Feast's get_historical_features (whole views per call)
     historical_engine: Literal["buckets", "feast"] = "buckets"
     online_write_rows: int = Field(10_000, ge=1)  # rows per online-store write (every engine)
+    # views kept offline only: point-in-time training sets read them, materialize leaves them out of the online
+    # store. "user_item" (one row per user-item pair: about one per event) is read online only by
+    # serve.features_path=feast_batched; the default serving path reads user_item_priors (one row per user)
+    offline_only: list[str] = Field(default_factory=list)
 
 
 class StoreConfig(Protocol):

@@ -184,7 +184,8 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
     A view the online store no longer holds (emptied, or a new store) is loaded in full
     (:func:`online_holds`), and so is every view with ``full``. With the file offline store a view goes one
     entity bucket at a time (``features.materialize_engine=buckets``, the default: features/materialize.py);
-    ``feast`` and the Ray engine use ``FeatureStore.materialize``. Returns rows, seconds and
+    ``feast`` and the Ray engine use ``FeatureStore.materialize``. Views of ``features.offline_only`` are left
+    out (their rows stay offline: point-in-time joins read them). Returns rows, seconds and
     rows/s per view and in all, and ``reloaded``: the views found missing online.
     """
     apply(cfg)
@@ -194,7 +195,14 @@ def materialize(cfg: StoreConfig, full: bool = False) -> dict[str, Any]:
     report: dict[str, Any] = {"views": {}, "reloaded": []}
     by_bucket = cfg.features.offline_engine == "file" and cfg.features.materialize_engine == "buckets"
     total_rows, t_all = 0, time.perf_counter()
-    for name, path in view_dirs(cfg).items():
+    dirs = view_dirs(cfg)
+    unknown = sorted(set(cfg.features.offline_only) - set(dirs))
+    if unknown:
+        raise ValueError(f"features.offline_only: unknown view(s) {unknown}; views: {sorted(dirs)}")
+    for name, path in dirs.items():
+        if name in cfg.features.offline_only:
+            report["views"][name] = {"rows": 0, "seconds": 0.0, "offline_only": True}
+            continue
         if name in state and path.is_dir() and any(path.glob("*.parquet")) and not online_holds(cfg, name, path):
             state.pop(name)
             report["reloaded"].append(name)

@@ -260,6 +260,13 @@ class ArgusrankConfig(Section):
     mlflow: MlflowConfig = MlflowConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="after")
+    def _online_views_served(self) -> "ArgusrankConfig":
+        if self.serve.features_path == "feast_batched" and "user_item" in self.features.offline_only:
+            raise ValueError("serve.features_path=feast_batched reads the user_item view online: remove it from "
+                             "features.offline_only, or serve with features_path=cached_items")
+        return self
+
     @field_validator("paths", mode="after")
     @classmethod
     def _absolute_home(cls, v: PathsConfig) -> PathsConfig:

@@ -437,3 +437,30 @@ def test_to_matrix_fast_path_equals_the_checked_path():
     with pytest.raises(ValueError, match="row 0 has 2 dims, others 3"):
         vectors.to_matrix([[1.0, 2.0], [1.0, 2.0, 3.0]])
     assert vectors.to_matrix([]).shape == (0, 0)
+
+
+def test_offline_only_views_stay_out_of_the_online_store_and_in_training_sets(filled, tmp_path):
+    """``features.offline_only=[user_item]``: materialize writes every other view online and not the per-pair one;
+    the point-in-time training rows still carry its features; unknown names and a serving path that reads the view
+    online are refused."""
+    from pydantic import ValidationError
+
+    cfg, _, users, items, *_ = filled
+    home = tmp_path / "home"
+    shutil.copytree(cfg.paths.home, home, ignore=shutil.ignore_patterns("online_store.db", "materialize_state.json"))
+    c = _cfg(home, **{"features.offline_only": ["user_item"]})
+    rep = store.materialize(c)
+    assert rep["views"]["user_item"] == {"rows": 0, "seconds": 0.0, "offline_only": True}
+    assert rep["views"]["user_item_priors"]["rows"] > 0 and rep["views"]["user_vectors"]["rows"] > 0
+    online = _online_rows(c, users, items)
+    assert all(v is None for v in online["user_item"]["ui_count"])
+    assert sum(v is not None for v in online["user_item_priors"]["prior_item_ids"]) > 5
+    ev = filled[1].to_pandas()
+    entity = pd.DataFrame({"user_id": ev["user_id"][:40], "item_id": ev["item_id"][:40],
+                           "event_timestamp": pd.to_datetime(ev["timestamp"][:40] + DAY, unit="s", utc=True)})
+    rows = store.historical_features(c, entity, with_vectors=False)
+    assert rows["ui_count"].notna().sum() > 5
+    with pytest.raises(ValueError, match="unknown view"):
+        store.materialize(_cfg(home, **{"features.offline_only": ["user_itme"]}))
+    with pytest.raises(ValidationError, match="feast_batched reads the user_item view online"):
+        _cfg(home, **{"features.offline_only": ["user_item"], "serve.features_path": "feast_batched"})
