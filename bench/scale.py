@@ -102,21 +102,27 @@ def stage_import(cfg, work: Path) -> dict:
 
 
 def stage_histories(cfg, work: Path) -> dict:
-    from argusrank.features.histories import build_histories
-    from argusrank.features.io import read_events
+    """Every user's history, one user bucket at a time (what evaluation, export and candidate recall do)."""
+    from argusrank.features.histories import histories_by_bucket
 
-    hist = build_histories(read_events(cfg.dataset_dir))
-    return {"n_users": hist.n_users}
+    n_users = n_events = 0
+    for hist in histories_by_bucket(cfg.dataset_dir):
+        n_users, n_events = n_users + hist.n_users, n_events + hist.n_events
+    return {"n_users": n_users, "n_events": n_events}
 
 
 def stage_pretrain_data(cfg, work: Path) -> dict:
+    """Every bucket's pre-training rows, one bucket at a time (what the ``ray_data`` feed's tasks build)."""
     from argusrank.features.io import user_buckets_of
     from argusrank.features.splits import dataset_split
-    from argusrank.platform.training.feed import worker_arrays
+    from argusrank.platform.training.feed import n_rows, worker_arrays
 
     split = dataset_split(cfg.dataset_dir, "temporal", cfg.data.test_days)
-    arrays, _ = worker_arrays(cfg, str(cfg.dataset_dir), "pretrain", split, list(range(user_buckets_of(cfg.dataset_dir))), 256)
-    return {"rows": int(len(next(iter(arrays.values())))), "array_mb": round(sum(a.nbytes for a in arrays.values()) / 2**20, 1)}
+    rows, mb = 0, 0.0
+    for b in range(user_buckets_of(cfg.dataset_dir)):
+        arrays, _ = worker_arrays(cfg, str(cfg.dataset_dir), "pretrain", split, [b], 256)
+        rows, mb = rows + n_rows(arrays), mb + sum(a.nbytes for a in arrays.values()) / 2**20
+    return {"rows": rows, "array_mb": round(mb, 1)}
 
 
 def stage_pretrain(cfg, work: Path) -> dict:

@@ -61,8 +61,11 @@ class TrainConfig(Section):
     valid_days: float | None = Field(None, gt=0)  # temporal validation window before T (None: data.test_days)
     length_buckets: int = Field(0, ge=0)  # >1: batches of similar lengths (sorted in pools of this many batches)
     # how pre-training and fine-tuning workers get their rows (training/feed.py): "arrays" = each worker builds its shard's arrays in
-    # memory; "ray_data" = Ray Data builds them bucket by bucket and streams them (get_dataset_shard), memory one window
-    feed: Literal["arrays", "ray_data"] = "arrays"
+    # memory; "ray_data" = Ray Data builds them bucket by bucket and streams them (get_dataset_shard), memory one window;
+    # "auto" = ray_data when a worker's share of the events passes feed_auto_events (arrays start faster on small jobs;
+    # both feeds give the same rows in the same order: tests/test_cluster.py)
+    feed: Literal["auto", "arrays", "ray_data"] = "auto"
+    feed_auto_events: int = Field(2_000_000, ge=0)  # auto: events per worker above which ray_data (~270 B/event held)
     feed_window: int = Field(64, ge=1)  # ray_data: batches shuffled together (rows held = feed_window * batch_size)
     feed_cpus: float = Field(0.0, ge=0)  # ray_data: CPUs a bucket-building task asks for (0: shares the workers')
     feed_concurrency: int = Field(2, ge=1)  # ray_data: bucket-building tasks at once per training worker

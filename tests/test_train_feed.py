@@ -144,3 +144,19 @@ def test_finetune_rows_of_different_widths_stream_padded_and_one_window_gives_th
     steps = -(-n_rows(arrays) // 8)
     want = list(epoch_batches(arrays, 8, steps, seed=1, epoch=0, rank=0))
     assert _same_batches(want, list(whole.epoch_batches(steps, seed=1, epoch=0)))
+
+
+def test_auto_feed_streams_once_a_workers_share_of_the_events_is_large(tmp_path):
+    """``train.feed=auto`` (the default): ``arrays`` while a worker's share of the events is small, ``ray_data``
+    past ``train.feed_auto_events``; an explicit feed is kept."""
+    import json
+
+    from argusrank.platform.config import load_config
+    from argusrank.platform.training.checks import training_feed
+
+    (tmp_path / "metadata.json").write_text(json.dumps({"n_events": 3_000_000}))
+    feed = lambda **over: training_feed(load_config(None, {"paths.home": str(tmp_path), **over}, env={}), tmp_path)
+    assert load_config(None, {"paths.home": str(tmp_path)}, env={}).train.feed == "auto"
+    assert feed() == "ray_data" and feed(**{"train.num_workers": 2}) == "arrays"
+    assert feed(**{"train.feed_auto_events": 3_000_000}) == "arrays"
+    assert feed(**{"train.feed": "arrays"}) == "arrays" and feed(**{"train.feed": "ray_data", "train.num_workers": 4}) == "ray_data"

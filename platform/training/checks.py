@@ -77,6 +77,17 @@ def worker_cpus(cfg: ArgusrankConfig) -> int:
     return cfg.train.cpus_per_worker or max(1, min(available_cpus() // cfg.train.num_workers, largest_node_cpus()))
 
 
+def training_feed(cfg: ArgusrankConfig, dataset_dir: str | Path) -> str:
+    """``train.feed``, with ``auto`` resolved: ``ray_data`` when a worker's share of the dataset's events is over
+    ``train.feed_auto_events`` (its arrays would grow with the data), else ``arrays``."""
+    if cfg.train.feed != "auto":
+        return cfg.train.feed
+    from argusrank.features.io import read_metadata
+
+    per_worker = int(read_metadata(dataset_dir).get("n_events", 0)) / cfg.train.num_workers
+    return "ray_data" if per_worker > cfg.train.feed_auto_events else "arrays"
+
+
 def use_gpu(cfg: ArgusrankConfig) -> bool:
     if cfg.train.use_gpu == "auto":
         return available_gpus() > 0

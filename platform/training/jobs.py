@@ -24,7 +24,7 @@ from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
 from argusrank.platform.ray_runtime import is_cluster, start_local_ray
 from argusrank.platform.tracking import log_curves, log_metrics, start_run
-from argusrank.platform.training.checks import model_config, use_gpu, validate, worker_cpus
+from argusrank.platform.training.checks import model_config, training_feed, use_gpu, validate, worker_cpus
 from argusrank.platform.training.evaluate import evaluate_model
 from argusrank.platform.training.state import load_checkpoint
 from argusrank.platform.training.worker import train_loop
@@ -65,6 +65,7 @@ def fit(cfg: ArgusrankConfig, dataset_dir: str | Path, stage: str, split: Split,
     from ray.train.torch import TorchTrainer
 
     start_local_ray(dashboard=True, log_to_driver=True, address=cfg.ray.address)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"feed": training_feed(cfg, dataset_dir)})})
     fp = fingerprint(cfg, dataset_dir, stage, fp_extra)
     name = run_name(cfg, fp, stage)
     cfg.paths.runs_dir.mkdir(parents=True, exist_ok=True)
