@@ -124,7 +124,7 @@ def _one_pass_vectors(model, spaces: list[str], hist, start, length, as_of, batc
     req_rank = rank[inv]
     by_rank = np.argsort(req_rank, kind="stable")
     bounds = np.searchsorted(req_rank[by_rank], np.arange(0, len(order) + batch_size, batch_size))
-    res: dict[str, np.ndarray] = {}
+    res = {space: np.zeros((R, space_dim(model, space)), np.float32) for space in spaces}
     with torch.no_grad():
         for c, c0 in enumerate(range(0, len(order), batch_size)):
             p = order[c0:c0 + batch_size]
@@ -136,14 +136,12 @@ def _one_pass_vectors(model, spaces: list[str], hist, start, length, as_of, batc
             tower_in, state = model.prefix_states(batch, rows, pos)
             is_q = req >= R if "tower" in spaces else np.ones(len(req), bool)
             if "tower" in spaces:
-                vec = model.towers.user(tower_in[torch.as_tensor(~is_q, device=device)]).float().cpu().numpy()
-                res.setdefault("tower", np.zeros((R, vec.shape[1]), np.float32))[req[~is_q]] = vec
+                res["tower"][req[~is_q]] = model.towers.user(tower_in[torch.as_tensor(~is_q, device=device)]).float().cpu()
             if queries:
                 q = torch.as_tensor(is_q, device=device)
                 r = req[is_q] - (R if "tower" in spaces else 0)
                 x = model.serving_input(state[q], torch.as_tensor(hist.timestamp[last[r]], device=device),
                                         torch.as_tensor(as_of[r], device=device), SERVING_SURFACE, SERVING_ORGANIC)
                 for space in queries:
-                    vec = (model.nip.query(x) if space == "nip" else model.fp.user_part(x)).float().cpu().numpy()
-                    res.setdefault(space, np.zeros((R, vec.shape[1]), np.float32))[r] = vec
+                    res[space][r] = (model.nip.query(x) if space == "nip" else model.fp.user_part(x)).float().cpu()
     return res
