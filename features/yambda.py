@@ -33,7 +33,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from argusrank.features.io import (DATASET_ENTRIES, EVENT_PARTITIONING, atomic_dir, dataset_stats, fail_import,
+from argusrank.features.io import (DATASET_ENTRIES, atomic_dir, dataset_stats, fail_import,
                                    failed_dir, items_table, merge_items, merge_stats, sort_events)
 from argusrank.features.parallel import parallel_session, run_units
 from argusrank.features.schema import (EVENT_SCHEMA, EVENT_TYPE_CODE, PARTITION_COLUMN, check_user_buckets,
@@ -179,31 +179,50 @@ def _pass1_units(files: list[Path], opened: list[pq.ParquetFile], batch_rows: in
 
 def _spill(fi: int, path: str, row_groups: list[int], row0: int, work: Path, n_spill: int, batch_rows: int) -> dict:
     """Pass 1, one unit: row rules per batch; rejected rows to ``work/rejected``, accepted ones to
-    ``work/spill/user_bucket=S``. Returns the unit's counts."""
+    ``work/spill/user_bucket=S``: one file per spill bucket for the unit, a row group per batch (files do not
+    multiply with batches x buckets). Returns the unit's counts."""
     path = Path(path)
     stats = {"input_rows": 0, "accepted": 0, "reasons": {}}
-    for bi, batch in enumerate(_batches(path, pq.ParquetFile(path), batch_rows, row_groups)):
-        raw, bad = _raw(pa.Table.from_batches([batch]), path)
-        ck, events = _row_rules(raw, bad, path.name, row0)
-        accepted, rej = ck.split(events)
-        _count(stats["reasons"], ck.report())
-        _write_rejected(work / "rejected" / f"p1-f{fi}-g{row_groups[0]}-b{bi}.parquet",
-                        rej.append_column("_file", pa.array(np.full(rej.num_rows, fi, np.int32))))
-        if accepted.num_rows:
-            keep = pa.array(ck.ok)
-            cols = {f"raw_{c}": as_text(raw[c]).filter(keep) for c in YAMBDA_COLUMNS}
-            cols.update(_file=pa.array(np.full(accepted.num_rows, fi, np.int32)), _row=pa.array(ck.row[ck.ok]))
-            out = accepted.append_column(PARTITION_COLUMN, pc.cast(pc.bit_wise_and(
-                accepted["user_id"], n_spill - 1), pa.int32()))
-            for k, v in cols.items():
-                out = out.append_column(k, v)
-            ds.write_dataset(out, work / "spill", format="parquet", partitioning=EVENT_PARTITIONING,
-                             basename_template=f"f{fi}-g{row_groups[0]}-b{bi}-{{i}}.parquet",
-                             existing_data_behavior="overwrite_or_ignore")
-        stats["input_rows"] += ck.n
-        stats["accepted"] += accepted.num_rows
-        row0 += ck.n
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for bi, batch in enumerate(_batches(path, pq.ParquetFile(path), batch_rows, row_groups)):
+            raw, bad = _raw(pa.Table.from_batches([batch]), path)
+            ck, events = _row_rules(raw, bad, path.name, row0)
+            accepted, rej = ck.split(events)
+            _count(stats["reasons"], ck.report())
+            _write_rejected(work / "rejected" / f"p1-f{fi}-g{row_groups[0]}-b{bi}.parquet",
+                            rej.append_column("_file", pa.array(np.full(rej.num_rows, fi, np.int32))))
+            if accepted.num_rows:
+                keep = pa.array(ck.ok)
+                out = accepted
+                for k, v in {**{f"raw_{c}": as_text(raw[c]).filter(keep) for c in YAMBDA_COLUMNS},
+                             "_file": pa.array(np.full(accepted.num_rows, fi, np.int32)),
+                             "_row": pa.array(ck.row[ck.ok])}.items():
+                    out = out.append_column(k, v)
+                _spill_by_bucket(out, accepted["user_id"].to_numpy() & (n_spill - 1), writers, work / "spill",
+                                 f"f{fi}-g{row_groups[0]}.parquet")
+            stats["input_rows"] += ck.n
+            stats["accepted"] += accepted.num_rows
+            row0 += ck.n
+    finally:
+        for w in writers.values():
+            w.close()
     return stats
+
+
+def _spill_by_bucket(t: pa.Table, bucket: np.ndarray, writers: dict[int, pq.ParquetWriter], spill: Path,
+                     name: str) -> None:
+    """Append each spill bucket's rows of ``t`` (input order kept) to that bucket's open file ``name``."""
+    order = np.argsort(bucket, kind="stable")
+    t, bucket = t.take(pa.array(order)), bucket[order]
+    cuts = [0, *(np.flatnonzero(np.diff(bucket)) + 1).tolist(), len(bucket)]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        b = int(bucket[lo])
+        if b not in writers:
+            folder = spill / f"{PARTITION_COLUMN}={b}"
+            folder.mkdir(parents=True, exist_ok=True)
+            writers[b] = pq.ParquetWriter(folder / name, t.schema)
+        writers[b].write_table(t.slice(lo, hi - lo).cast(writers[b].schema))
 
 
 def _count(total: dict[str, int], part: dict[str, int]) -> None:
