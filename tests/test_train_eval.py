@@ -229,3 +229,32 @@ def test_eval_max_users_scores_whole_buckets_in_order(bucketed_synth):
     two = ev.evaluate_model(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_users": first.n_users + 1})}),
                             d, model, protocol="temporal", negatives="all", stages=("ranking",))
     assert first.n_users < two["n_users"] < 80  # one more user asked: the whole next bucket
+
+
+def test_ranking_chunks_of_targets_change_no_rank_and_share_a_batchs_queries(bucketed_synth, monkeypatch):
+    """Targets scored against the catalog in chunks (memory bounded by ``SCORE_ELEMENTS``, not the catalog): any
+    chunk size gives the same metrics, and the model's queries run once per batch, not once per chunk."""
+    from argusrank.features.histories import build_histories
+    from argusrank.features.io import read_events
+    from argusrank.features.splits import dataset_split
+    from argusrank.platform.training import evaluate as ev
+
+    cfg, d, model = bucketed_synth
+    arrays = ev.eval_arrays(build_histories(read_events(d)), dataset_split(d, "temporal", cfg.data.test_days),
+                            cfg.data.max_len)
+    catalog = ev.dataset_catalog(d)
+    calls = []
+    real = model.nip_queries
+    monkeypatch.setattr(model, "nip_queries", lambda b: calls.append(1) or real(b))
+    got = {}
+    for chunk, filter_seen in ((None, False), (3, False), (None, True), (3, True)):
+        sums, calls[:] = ev._Sums(), []
+        n = ev.ranking_sums(ev.model_scorer(model, catalog), arrays, catalog, sums, torch.Generator().manual_seed(0),
+                            ks=[10], hit_name="recall", filter_seen=filter_seen, batch_size=16,
+                            max_targets_per_chunk=chunk)
+        got[chunk, filter_seen] = (n, sums.means())
+        assert len(calls) == -(-len(arrays["valid"]) // 16)  # one query pass per batch
+    for filter_seen in (False, True):  # the same ranks; the sums only add in another order
+        (n, whole), (n3, chunked) = got[None, filter_seen], got[3, filter_seen]
+        assert n == n3 > 50 and whole == pytest.approx(chunked, rel=1e-12)
+    assert got[None, True][1]["mrr"] > got[None, False][1]["mrr"]  # seen items filtered: targets rank higher

@@ -36,6 +36,11 @@ HIT_NAME = {"temporal": "recall", "loo": "hr"}
 
 
 # ------------------------------------------------------------------------------ ranking core
+#: the most (target, catalog item) scores held at once (128 MB of float32): 2048 targets up to a 16K catalog,
+#: 135 at 248K items, 3 at 9.4M
+SCORE_ELEMENTS = 1 << 25
+
+
 def target_ranks(
     scores: torch.Tensor,  # (n, C) candidate scores
     target: torch.Tensor,  # (n,) int64 column of the true item
@@ -104,14 +109,18 @@ def model_scorer(model, catalog: Catalog, chunk: int = 8192) -> Scorer:
         items = torch.cat([model.nip_item_embeddings(catalog.ids[i : i + chunk]).float()
                            for i in range(0, len(catalog), chunk)])  # (C, d)
 
-    def score(batch, pos: torch.Tensor) -> torch.Tensor:
-        q = model.nip_queries(batch).float()  # (B, L, d), in the model's prepared order
-        if getattr(model.cfg, "positives_only", False):  # SASRec: back to the batch's positions
-            from argusrank.models.batch import positives_only
+    last: dict = {}  # the queries of the batch last scored: its targets come in several chunks
 
-            order = positives_only(batch)[1]  # new j holds old order[:, j]
-            q = torch.empty_like(q).scatter_(1, order[..., None].expand_as(q), q)
-        return q[pos[:, 0], pos[:, 1]] @ items.T  # (n, C)
+    def score(batch, pos: torch.Tensor) -> torch.Tensor:
+        if last.get("batch") is not batch:
+            q = model.nip_queries(batch).float()  # (B, L, d), in the model's prepared order
+            if getattr(model.cfg, "positives_only", False):  # SASRec: back to the batch's positions
+                from argusrank.models.batch import positives_only
+
+                order = positives_only(batch)[1]  # new j holds old order[:, j]
+                q = torch.empty_like(q).scatter_(1, order[..., None].expand_as(q), q)
+            last.update(batch=batch, q=q)
+        return last["q"][pos[:, 0], pos[:, 1]] @ items.T  # (n, C)
 
     return score
 
@@ -160,13 +169,17 @@ def ranking_sums(
     negatives: str = "all",
     filter_seen: bool = False,
     batch_size: int = 256,
-    max_targets_per_chunk: int = 2048,
+    max_targets_per_chunk: int | None = None,
 ) -> int:
     """:func:`ranking_eval`'s work, added into ``sums`` (sampled negatives drawn from ``gen``); returns the
-    number of targets. Summable over parts of the users (evaluation streams user bucket by user bucket)."""
+    number of targets. Summable over parts of the users (evaluation streams user bucket by user bucket).
+    Targets are scored against the catalog in chunks of ``max_targets_per_chunk`` (default: as many as keep a
+    chunk's (targets, catalog) scores within :data:`SCORE_ELEMENTS`, at most 2048), so memory does not grow with
+    the catalog."""
     from argusrank.features.sequences import iterate_batches
     from argusrank.models.batch import SequenceBatch
 
+    max_targets_per_chunk = max_targets_per_chunk or max(1, min(2048, SCORE_ELEMENTS // max(len(catalog), 1)))
     n_targets = 0
     for arr in iterate_batches(arrays, batch_size, shuffle=False, seed=0, trim=True):
         batch = SequenceBatch.from_numpy(arr)
