@@ -204,18 +204,18 @@ def stage_ranker_final(cfg, work: Path) -> dict:
     import numpy as np
 
     from argusrank.features import store, vectors
-    from argusrank.platform.ranker_job import _final_queries, _sample
+    from argusrank.platform.ranker_job import final_queries, sample_queries
     from argusrank.platform.training import final_list as fl
     from argusrank.platform.training.candidate_recall import candidate_context
     from argusrank.features.splits import dataset_split
 
     split = dataset_split(cfg.dataset_dir, "temporal", cfg.data.test_days)
     if os.environ.get("ARGUSRANK_BENCH_FINAL_CONTEXT", "users") == "users":
-        final = _final_queries(cfg, cfg.dataset_dir, split.T)[0]
+        final = final_queries(cfg, cfg.dataset_dir, split.T)[0]
         ctx, queries = final["ctx"], final["queries"]
     else:
         ctx = candidate_context(cfg, cfg.dataset_dir, version=vectors.newest_version(cfg, "item"))
-        queries = _sample(fl.window_queries(ctx, split.T, split.T_end, positives=True), cfg.ranker.final_queries,
+        queries = sample_queries(fl.window_queries(ctx, split.T, split.T_end, positives=True), cfg.ranker.final_queries,
                           np.random.default_rng(cfg.seed))
     score = lambda df: np.nan_to_num(store.historical_features(cfg, df)["argus_dot"].to_numpy(), nan=-1e9)  # noqa: E731
     ndcg = fl.final_ndcg(cfg, ctx, *queries, score)

@@ -92,7 +92,7 @@ def _affinity(u: np.ndarray, v: np.ndarray, b: np.ndarray, items: np.ndarray) ->
     return np.einsum("nd,ncd->nc", u, v[items]) + b[items]
 
 
-def _sample(cdf: np.ndarray, rng, shape) -> np.ndarray:
+def sample_queries(cdf: np.ndarray, rng, shape) -> np.ndarray:
     return np.searchsorted(cdf, rng.random(shape), side="right").clip(1, len(cdf) - 1)
 
 
@@ -132,7 +132,7 @@ def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, 
     # organic events: popularity candidates, pick by true preference
     ou = np.repeat(np.arange(n_users), n_org)
     ot = rng.integers(0, horizon, ou.size)
-    cand = _sample(pop_cdf, rng, (ou.size, cfg.organic_candidates))
+    cand = sample_queries(pop_cdf, rng, (ou.size, cfg.organic_candidates))
     aff = _affinity(_prefs(knots, sessions, ou, ot), v, b, cand)
     pick = np.argmax(aff / 0.5 + rng.gumbel(size=aff.shape), axis=1)
     o_item = cand[np.arange(ou.size), pick]
@@ -144,7 +144,7 @@ def _block(cfg: SynthConfig, rng, first_user: int, n_users: int, v, b, pop_cdf, 
     S = cfg.slate_size
     ru = np.repeat(np.arange(n_users), n_req)
     rt = rng.integers(0, horizon, ru.size)
-    cand = np.sort(_sample(policy_cdf, rng, (ru.size, cfg.policy_candidates)), axis=1)
+    cand = np.sort(sample_queries(policy_cdf, rng, (ru.size, cfg.policy_candidates)), axis=1)
     aff = _affinity(_prefs(knots, sessions, ru, rt), v, b, cand)
     score = aff + cfg.policy_noise * rng.standard_normal(aff.shape) + cfg.policy_popularity * zlogpop[cand]
     score[:, 1:][cand[:, 1:] == cand[:, :-1]] = -np.inf  # never show an item twice in one slate

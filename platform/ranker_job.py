@@ -116,7 +116,7 @@ NO_DOT_ROWS = ("no row in the ranker window has both vectors as of its time: "
                "export snapshots at or before the window (argusrank export) and retry")
 
 
-def _sample(q: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_queries(q: tuple[np.ndarray, np.ndarray], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """At most ``n`` of the queries ``(users, snapshots)``, uniformly with ``rng``, in their order."""
     if len(q[0]) <= n:
         return q
@@ -146,7 +146,7 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
         raise ValueError(f"no recommendation impressions (request_id set) after T={split.T} in {dataset_dir}: "
                          "ranker.train_on=candidates trains on served candidates instead")
     is_train = split_requests(imp, r.train_frac) if len(imp) else np.zeros(0, bool)
-    final, t_lo = _final_queries(cfg, dataset_dir, split_time(imp, is_train, split.T, split.T_end, r.train_frac))
+    final, t_lo = final_queries(cfg, dataset_dir, split_time(imp, is_train, split.T, split.T_end, r.train_frac))
     t_s = final["t_split"]
     rng = np.random.default_rng(cfg.seed)
     parts, masks = [imp], [is_train]
@@ -155,7 +155,7 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
         windows = [(split.T, t_lo, True)] + ([(t_s, split.T_end, False)] if imp.empty else [])
         first = int(imp["request_id"].max()) + 1 if len(imp) else 0  # query ids after every request's
         for lo, hi, train in windows:
-            q = _sample(fl.window_queries(ctx, lo, hi), r.candidate_queries, rng)
+            q = sample_queries(fl.window_queries(ctx, lo, hi), r.candidate_queries, rng)
             rows = fl.candidate_rows(cfg, ctx, *q, rng, first_id=first)
             first += len(q[0])
             parts.append(rows)
@@ -166,7 +166,7 @@ def training_set(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[pd.Data
     return feats, np.concatenate(masks), version, final
 
 
-def _final_queries(cfg: ArgusrankConfig, dataset_dir: str | Path, t_split: int) -> tuple[dict, int]:
+def final_queries(cfg: ArgusrankConfig, dataset_dir: str | Path, t_split: int) -> tuple[dict, int]:
     """The final-list test queries (``{"ctx", "t_split", "queries"}``: snapshots from ``t_split`` rounded up to a
     snapshot with a positive event, at most ``ranker.final_queries``, sampled with the seed; ``ctx``: the
     candidate context of their users only) and the last snapshot at or before ``t_split`` (where training
@@ -181,7 +181,7 @@ def _final_queries(cfg: ArgusrankConfig, dataset_dir: str | Path, t_split: int) 
     i = int(np.searchsorted(snaps, t_split))
     t_s = int(snaps[i]) if i < len(snaps) else split.T_end  # test queries from here
     t_lo = int(snaps[max(int(np.searchsorted(snaps, t_split, side="right")) - 1, 0)])
-    users, q_snap = _sample(fl.positive_queries(dataset_dir, snaps, t_s, split.T_end), cfg.ranker.final_queries,
+    users, q_snap = sample_queries(fl.positive_queries(dataset_dir, snaps, t_s, split.T_end), cfg.ranker.final_queries,
                             np.random.default_rng(cfg.seed))  # its own draw: the same test queries whatever train_on is
     ctx = candidate_context(cfg, dataset_dir, version=vectors.newest_version(cfg, "item"), users=np.unique(users))
     queries = (np.searchsorted(ctx.hist.user_ids, users), q_snap)
@@ -198,7 +198,7 @@ def ranker_rows_of(cfg: ArgusrankConfig, dataset_dir: str | Path) -> tuple[Ranke
     rs = write_ranker_set(cfg, dataset_dir, cfg.paths.home / "ranker_set", argus=_argus_needed(cfg))
     if rs.dot_rows == 0:
         raise ValueError(NO_DOT_ROWS)
-    return RankerRows.of_parts(rs.parts), rs.model_version, _final_queries(cfg, dataset_dir, rs.t_split)[0]
+    return RankerRows.of_parts(rs.parts), rs.model_version, final_queries(cfg, dataset_dir, rs.t_split)[0]
 
 
 def final_list_ndcg(cfg: ArgusrankConfig, final: dict, model, names: tuple[str, ...]) -> dict[str, dict[str, float]]:

@@ -258,15 +258,15 @@ def test_the_final_lists_context_of_its_users_equals_the_whole_logs(tmp_path):
     time, then those users' events and vectors; catalog and fallback orders summed by bucket): the same queries,
     catalog and orders, and the same final-list NDCG, as on the context of every user."""
     from argusrank.platform.config import with_overrides
-    from argusrank.platform.ranker_job import _final_queries, _sample
+    from argusrank.platform.ranker_job import final_queries, sample_queries
     from argusrank.platform.training.candidate_recall import candidate_context
 
     cfg, data = _home(tmp_path, _events(seed=5, n=900))
     cfg = with_overrides(cfg, {"ranker.final_queries": 12})
     full = candidate_context(cfg, data, version=1)
-    final, _ = _final_queries(cfg, data, int(full.snaps[1]) - 1)  # test queries from the second snapshot
+    final, _ = final_queries(cfg, data, int(full.snaps[1]) - 1)  # test queries from the second snapshot
     every = fl.window_queries(full, final["t_split"], full.split.T_end, positives=True)
-    want = _sample(every, 12, np.random.default_rng(cfg.seed))
+    want = sample_queries(every, 12, np.random.default_rng(cfg.seed))
     sub, (q_user, q_snap) = final["ctx"], final["queries"]
     assert len(every[0]) > 12 and final["t_split"] == full.snaps[1]
     assert len(sub.hist.user_ids) < len(full.hist.user_ids)  # only the sampled queries' users
