@@ -136,7 +136,8 @@ def _one_pass_vectors(model, spaces: list[str], hist, start, length, as_of, batc
             tower_in, state = model.prefix_states(batch, rows, pos)
             is_q = req >= R if "tower" in spaces else np.ones(len(req), bool)
             if "tower" in spaces:
-                res["tower"][req[~is_q]] = model.towers.user(tower_in[torch.as_tensor(~is_q, device=device)]).float().cpu()
+                tower = torch.as_tensor(~is_q, device=device)
+                res["tower"][req[~is_q]] = model.towers.user(tower_in[tower]).float().cpu()
             if queries:
                 q = torch.as_tensor(is_q, device=device)
                 r = req[is_q] - (R if "tower" in spaces else 0)

@@ -226,8 +226,8 @@ def test_eval_max_users_scores_whole_buckets_in_order(bucketed_synth):
                         ks=cfg.eval.ks, hit_name="recall", negatives="all", filter_seen=False, batch_size=256)
     assert sampled["n_users"] == first.n_users and sampled["n_targets"] == n > 0
     assert sampled["ndcg@10"] == pytest.approx(sums.means()["ndcg@10"], rel=1e-9)
-    two = ev.evaluate_model(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_users": first.n_users + 1})}),
-                            d, model, protocol="temporal", negatives="all", stages=("ranking",))
+    one_more = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_users": first.n_users + 1})})
+    two = ev.evaluate_model(one_more, d, model, protocol="temporal", negatives="all", stages=("ranking",))
     assert first.n_users < two["n_users"] < 80  # one more user asked: the whole next bucket
 
 

@@ -159,4 +159,5 @@ def test_auto_feed_streams_once_a_workers_share_of_the_events_is_large(tmp_path)
     assert load_config(None, {"paths.home": str(tmp_path)}, env={}).train.feed == "auto"
     assert feed() == "ray_data" and feed(**{"train.num_workers": 2}) == "arrays"
     assert feed(**{"train.feed_auto_events": 3_000_000}) == "arrays"
-    assert feed(**{"train.feed": "arrays"}) == "arrays" and feed(**{"train.feed": "ray_data", "train.num_workers": 4}) == "ray_data"
+    assert feed(**{"train.feed": "arrays"}) == "arrays"
+    assert feed(**{"train.feed": "ray_data", "train.num_workers": 4}) == "ray_data"
