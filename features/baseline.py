@@ -165,7 +165,7 @@ def user_item_history(events: pa.Table) -> pa.Table:
     df["ui_likes"] = g["like"].cumsum().to_numpy()
     df["ui_last_ts"] = df["ts"].astype(np.float64)
     df = df.drop_duplicates(["user_id", "item_id", "ts"], keep="last")  # same-second events: the cumulative row
-    df["event_timestamp"] = df["ts"] + 1
+    df = df.assign(event_timestamp=df["ts"] + 1)  # a new frame (no pandas copy-of-a-slice warning per bucket)
     return _finish(df[["user_id", "item_id", *USER_ITEM.features, "event_timestamp"]])
 
 
