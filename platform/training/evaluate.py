@@ -344,8 +344,6 @@ def evaluate_model(
     n_users = n_targets = n_pairs = n_rows = 0
     pair_c = pair_w = 0.0
     for h in histories_by_bucket(dataset_dir, hist):
-        if ev.max_users is not None and n_users >= ev.max_users:
-            break  # a sample of whole buckets (the generator stops reading)
         n_users += h.n_users
         if "ranking" in stages:
             n_targets += ranking_sums(scorer, eval_arrays(h, split, max_len), catalog, rank_sums, gen, ks=ev.ks,
@@ -360,6 +358,8 @@ def evaluate_model(
             rows = finetune_rows(cfg, h, model.cfg.max_len, split.T, split.T_end)
             c, w, n = pair_accuracy_sums(model, rows, cfg.finetune.lag_s, ev.batch_size)
             pair_c, pair_w, n_pairs, n_rows = pair_c + c, pair_w + w, n_pairs + n, n_rows + len(rows["valid"])
+        if ev.max_users is not None and n_users >= ev.max_users:
+            break  # a sample of whole buckets: the next is not read
     out["n_users"] = n_users
     if "ranking" in stages:
         res = {**rank_sums.means(), "n_targets": n_targets}
