@@ -46,6 +46,18 @@ SORT_KEYS = [("user_id", "ascending", "at_start"), ("timestamp", "ascending", "a
 #: ~250 MB more than the rows kept while one user bucket's rows were filtered out of a 3M-event log's view; bounded,
 #: the same scans ran no slower here (bench/README.md "Scale")
 SCAN_BOUNDS = {"batch_size": 32_768, "batch_readahead": 2, "fragment_readahead": 1}
+#: decoded bytes per scan batch of wide rows: a batch spans row groups, so rows of lists or vectors (~1.7 KB each for
+#: user_item_priors) at 32K rows made each batch, and its read-ahead, hundreds of MB (bench/README.md "Scale")
+SCAN_BATCH_BYTES = 8 << 20
+
+
+def scan_bounds(bytes_per_row: float = 0.0) -> dict:
+    """:data:`SCAN_BOUNDS` with batches of at most :data:`SCAN_BATCH_BYTES` for rows of ``bytes_per_row``
+    (uncompressed; 0: unknown, the default batch)."""
+    rows = SCAN_BOUNDS["batch_size"]
+    if bytes_per_row > 0:
+        rows = int(min(rows, max(1024, SCAN_BATCH_BYTES // bytes_per_row)))
+    return {**SCAN_BOUNDS, "batch_size": rows}
 EVENT_PARTITIONING = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.int32())]), flavor="hive")
 #: the entries write_dataset owns in a dataset directory (replaced on every write; others are kept)
 DATASET_ENTRIES = frozenset({"events", "rejected", "metadata.json", "items.parquet", "vocab", "truth"})

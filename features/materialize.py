@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from argusrank.features.io import scan_bounds
+
 if TYPE_CHECKING:  # pragma: no cover
     from feast import FeatureStore
 
@@ -100,13 +102,14 @@ def materialize_view(store: "FeatureStore", name: str, path: Path, start: dateti
     columns = [*keys, *(f.name for f in fv.features), ts, *([created] if created else [])]
     data = ds.dataset(path, format="parquet")
     in_range = _time_range(data.schema, ts, start, end)
-    n_buckets = scan_buckets(data.count_rows(filter=in_range), row_bytes(data, columns), rows_per_bucket, mb_per_bucket)
+    width = row_bytes(data, columns)
+    n_buckets = scan_buckets(data.count_rows(filter=in_range), width, rows_per_bucket, mb_per_bucket)
     provider, written = store._get_provider(), 0
     for b in tqdm(range(n_buckets), desc=f"materialize {name} (entity buckets)", disable=None if progress else True,
                   mininterval=5.0):
         part = key_bucket_filter(keys[0], n_buckets, b)
         rows = latest_rows(data.to_table(columns=columns, filter=in_range if part is None else in_range & part,
-                                         batch_readahead=2, fragment_readahead=1), keys, ts, created)
+                                         **scan_bounds(width)), keys, ts, created)
         for batch in rows.to_batches(max_chunksize=write_rows):
             provider.online_write_batch(store.config, fv, _convert_arrow_to_proto(batch, fv, key_types), None)
         written += rows.num_rows

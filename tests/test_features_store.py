@@ -219,6 +219,12 @@ def test_wide_rows_get_more_scan_buckets(tmp_path):
     assert row_bytes(ds.dataset(tmp_path / "wide.parquet"), ["user_id"]) == pytest.approx(narrow / 2, rel=0.5)
     assert scan_buckets(n, narrow, 500_000, 1) == 1 and scan_buckets(n, wide, 500_000, 1) == 4
     assert scan_buckets(n, wide, 1_000, 64) == 16  # the row bound still holds
+    # ... and a scan batch, which spans row groups, in bytes too: wide rows get fewer rows per batch, never < 1024
+    from argusrank.features.io import SCAN_BATCH_BYTES, SCAN_BOUNDS, scan_bounds
+
+    assert scan_bounds()["batch_size"] == scan_bounds(narrow)["batch_size"] == SCAN_BOUNDS["batch_size"]
+    assert scan_bounds(1700)["batch_size"] == SCAN_BATCH_BYTES // 1700 < SCAN_BOUNDS["batch_size"] // 4
+    assert scan_bounds(10**7)["batch_size"] == 1024 and scan_bounds(wide)["batch_readahead"] == 2
 
 
 def test_point_in_time_join_by_user_bucket_gives_feasts_rows(filled, tmp_path, monkeypatch):
