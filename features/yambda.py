@@ -33,7 +33,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from argusrank.features.io import (DATASET_ENTRIES, atomic_dir, dataset_stats, fail_import,
+from argusrank.features.io import (DATASET_ENTRIES, SCAN_BOUNDS, atomic_dir, dataset_stats, fail_import,
                                    failed_dir, items_table, merge_items, merge_stats, sort_events)
 from argusrank.features.parallel import parallel_session, run_units
 from argusrank.features.schema import (EVENT_SCHEMA, EVENT_TYPE_CODE, PARTITION_COLUMN, check_user_buckets,
@@ -237,7 +237,8 @@ def _bucket(names: list[str], work: Path, b: int, n_buckets: int, n_spill: int):
     parts = [p for p in parts if p.is_dir()]
     if not parts:
         return None
-    t = ds.dataset([f for p in parts for f in sorted(p.glob("*.parquet"))], format="parquet").to_table().sort_by([("_file", "ascending"), ("_row", "ascending")])
+    files = [f for p in parts for f in sorted(p.glob("*.parquet"))]  # one per pass-1 unit: bounded read-ahead
+    t = ds.dataset(files, format="parquet").to_table(**SCAN_BOUNDS).sort_by([("_file", "ascending"), ("_row", "ascending")])
     raw = pa.table({c: t[f"raw_{c}"] for c in YAMBDA_COLUMNS})
     ck = Checker(raw, source=np.array(names, dtype=object)[t["_file"].to_numpy()], row=t["_row"].to_numpy())
     user, ts = t["user_id"].to_numpy(), t["timestamp"].to_numpy()
