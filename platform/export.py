@@ -37,7 +37,7 @@ from argusrank.features.io import atomic_file, atomic_write_text
 from argusrank.features.splits import dataset_split
 from argusrank.platform import registry
 from argusrank.platform.config import ArgusrankConfig
-from argusrank.platform.inference import item_vectors, snapshot_user_vectors, space_dim
+from argusrank.platform.inference import item_vectors, snapshot_user_vectors
 from argusrank.platform.ray_runtime import ray_session
 from argusrank.platform.tracking import start_run
 
