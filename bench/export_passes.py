@@ -37,7 +37,7 @@ def main() -> None:
     from argusrank.models.config import preset
     from argusrank.platform.config import load_config
     from argusrank.platform.export import user_windows
-    from argusrank.platform.inference import snapshot_user_vectors, user_vectors, window_arrays
+    from argusrank.platform.inference import snapshot_user_vectors, window_user_vectors
 
     info = machine_info()
     cfg = load_config(env={}, overrides={"data.synth.n_users": args.users, "data.synth.n_items": max(1000, args.users)})
@@ -53,10 +53,7 @@ def main() -> None:
     models = {s: model for s in spaces}
 
     def window_by_window() -> dict[str, np.ndarray]:
-        return {s: np.concatenate([user_vectors(model, window_arrays(hist, start[i:i + args.batch],
-                                                                     length[i:i + args.batch],
-                                                                     as_of[i:i + args.batch], s, L), s)
-                                   for i in range(0, len(start), args.batch)]) for s in spaces}
+        return {s: window_user_vectors(model, s, hist, start, length, as_of, args.batch) for s in spaces}
 
     def one_pass() -> dict[str, np.ndarray]:
         return snapshot_user_vectors(models, hist, start, length, as_of, args.batch)

@@ -96,11 +96,18 @@ def snapshot_user_vectors(models: dict, hist, start: np.ndarray, length: np.ndar
             out.update(_one_pass_vectors(model, spaces, hist, start, length, as_of, batch_size, device))
             continue
         for space in spaces:
-            out[space] = np.concatenate([
-                user_vectors(model, window_arrays(hist, start[i:i + batch_size], length[i:i + batch_size],
-                                                  as_of[i:i + batch_size], space, int(model.cfg.max_len)),
-                             space, device) for i in range(0, len(start), batch_size)])
+            out[space] = window_user_vectors(model, space, hist, start, length, as_of, batch_size, device)
     return {space: out[space] for space in models}
+
+
+def window_user_vectors(model, space: str, hist, start: np.ndarray, length: np.ndarray, as_of: np.ndarray,
+                        batch_size: int, device: str = "cpu") -> np.ndarray:
+    """(R, d) ``space`` vectors of the windows ``start:start+length`` at ``as_of``, one encoder pass per window
+    (:func:`window_arrays` + :func:`user_vectors`, ``batch_size`` windows at a time)."""
+    return np.concatenate([
+        user_vectors(model, window_arrays(hist, start[i:i + batch_size], length[i:i + batch_size],
+                                          as_of[i:i + batch_size], space, int(model.cfg.max_len)), space, device)
+        for i in range(0, len(start), batch_size)])
 
 
 def _one_pass_vectors(model, spaces: list[str], hist, start, length, as_of, batch_size: int,
