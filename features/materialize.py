@@ -3,14 +3,16 @@
 Feast's local engine (the file offline store) reads a view's whole source into one pandas frame, keeps each
 entity's latest row, and, unless ``online_write_batch_size`` is set, turns every row into protobuf before one
 write: memory grew ~3.4 KB per event at 1M-3M events (bench/README.md "Scale"). Here the rows of the
-materialized time range are split by the first join key (``key % n_buckets``, a filter applied while the files
-are scanned, so a bucket never holds another bucket's rows); each bucket keeps its entities' latest rows (largest
+materialized time range are split by the first join key (``key % n_buckets``: from
+``buckets.SPILL_FROM_BUCKETS`` buckets on, by one scan into a file per bucket, :class:`buckets.BucketSpill`; with
+fewer, by a filter applied while the files are scanned; a bucket never holds another bucket's rows); each bucket keeps its entities' latest rows (largest
 event timestamp, then largest created timestamp: Feast's rule) and goes to the provider's ``online_write_batch``
 (the call Feast's materialization ends in) in chunks. All rows of one entity share a bucket, so the result is
 the same online rows as Feast's ``materialize`` over the same range (tests/test_features_store.py).
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from argusrank.features import buckets as bucketed
 from argusrank.features.io import scan_bounds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,13 +108,20 @@ def materialize_view(store: "FeatureStore", name: str, path: Path, start: dateti
     width = row_bytes(data, columns)
     n_buckets = scan_buckets(data.count_rows(filter=in_range), width, rows_per_bucket, mb_per_bucket)
     provider, written = store._get_provider(), 0
-    for b in tqdm(range(n_buckets), desc=f"materialize {name} (entity buckets)", disable=None if progress else True,
-                  mininterval=5.0):
-        part = key_bucket_filter(keys[0], n_buckets, b)
-        rows = latest_rows(data.to_table(columns=columns, filter=in_range if part is None else in_range & part,
-                                         **scan_bounds(width)), keys, ts, created)
-        for batch in rows.to_batches(max_chunksize=write_rows):
-            provider.online_write_batch(store.config, fv, _convert_arrow_to_proto(batch, fv, key_types), None)
-        written += rows.num_rows
+    with ExitStack() as stack:
+        spill = (stack.enter_context(bucketed.BucketSpill(path, keys[0], n_buckets, columns, in_range, width))
+                 if n_buckets >= bucketed.SPILL_FROM_BUCKETS else None)
+        for b in tqdm(range(n_buckets), desc=f"materialize {name} (entity buckets)",
+                      disable=None if progress else True, mininterval=5.0):
+            if spill is not None:
+                part = spill.read(b)
+            else:
+                where = key_bucket_filter(keys[0], n_buckets, b)
+                part = data.to_table(columns=columns, filter=in_range if where is None else in_range & where,
+                                     **scan_bounds(width))
+            rows = latest_rows(part, keys, ts, created)
+            for batch in rows.to_batches(max_chunksize=write_rows):
+                provider.online_write_batch(store.config, fv, _convert_arrow_to_proto(batch, fv, key_types), None)
+            written += rows.num_rows
     store.registry.apply_materialization(fv, store.project, start, end)
     return {"online_rows": written, "buckets": n_buckets}

@@ -11,6 +11,7 @@ Vectors stay (N, d) float32 matrices. Tested equal to Feast's join (tests/test_f
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from argusrank.features import buckets as bucketed
+from argusrank.features.io import scan_bounds
 from argusrank.features.materialize import bucket_count, key_bucket_filter, row_bytes, scan_buckets
 from argusrank.features.vectors import to_matrix
-from argusrank.features.io import SCAN_BOUNDS
 
 TS, CREATED = "event_timestamp", "created"  # the timestamp columns of every view (features/definitions.py)
 
@@ -86,12 +88,22 @@ def vector_widths(view: ViewJoin) -> dict[str, int]:
     return widths
 
 
-def read_view(view: ViewJoin, where: ds.Expression | None, widths: dict[str, int]) -> ViewRows:
-    """``view``'s rows that pass ``where`` (None: all), ready for :func:`as_of`."""
-    data = ds.dataset(view.path, format="parquet")
+def view_columns(view: ViewJoin) -> list[str]:
+    """The columns a join reads of ``view``: keys, event time, created time (when the view has one), features."""
+    names = ds.dataset(view.path, format="parquet").schema.names
+    return [*view.keys, TS, *([CREATED] if CREATED in names else []), *view.columns]
+
+
+def read_view(view: ViewJoin, where: ds.Expression | None, widths: dict[str, int],
+              table: pa.Table | None = None) -> ViewRows:
+    """``view``'s rows that pass ``where`` (None: all), ready for :func:`as_of`; ``table``: those rows already
+    read (:func:`view_columns`), e.g. one bucket of a :class:`buckets.BucketSpill`."""
     keys = list(view.keys)
-    created = [CREATED] if CREATED in data.schema.names else []
-    table = data.to_table(columns=[*keys, TS, *created, *view.columns], filter=where, **SCAN_BOUNDS)
+    if table is None:
+        data = ds.dataset(view.path, format="parquet")
+        columns = view_columns(view)
+        table = data.to_table(columns=columns, filter=where, **scan_bounds(row_bytes(data, columns)))
+    created = [CREATED] if CREATED in table.schema.names else []
     order = pd.DataFrame({**{k: table[k].to_numpy() for k in keys}, "_t": _column_ns(table[TS]),
                           "_c": _column_ns(table[CREATED]) if created else np.zeros(table.num_rows, np.int64),
                           "_pos": np.arange(table.num_rows)})
@@ -146,13 +158,18 @@ ITEM_BUCKETS_KEPT = 4  # item buckets of a view kept across user buckets (each a
 
 
 def _join_bucket(frame: pd.DataFrame, by_user: list[ViewJoin], by_item: list[ViewJoin], n_users: int, b: int,
-                 n_items: int, widths: dict[Path, dict[str, int]], kept: dict | None) -> dict[str, np.ndarray]:
-    """Every view's columns for the rows of user bucket ``b``: views keyed by user read that bucket's rows, the
-    others one item bucket (``item_id % n_items``) at a time, for the rows of that item bucket (``kept``: a dict
-    holding each item bucket's read for the next user buckets; None: read again)."""
+                 n_items: int, widths: dict[Path, dict[str, int]], kept: dict | None,
+                 spills: dict[Path, bucketed.BucketSpill]) -> dict[str, np.ndarray]:
+    """Every view's columns for the rows of user bucket ``b``: views keyed by user read that bucket's rows (from
+    ``spills`` when the view has one), the others one item bucket (``item_id % n_items``) at a time, for the rows
+    of that item bucket (``kept``: a dict holding each item bucket's read for the next user buckets; None: read
+    again)."""
     out = {}
     for view in by_user:
-        out.update(as_of(view, read_view(view, key_bucket_filter("user_id", n_users, b), widths[view.path]), frame))
+        spill = spills.get(view.path)
+        side = read_view(view, key_bucket_filter("user_id", n_users, b), widths[view.path],
+                         table=None if spill is None else spill.read(b))
+        out.update(as_of(view, side, frame))
     for view in by_item:
         w = widths[view.path]
         for col in view.columns:
@@ -191,18 +208,26 @@ def join_buckets(n_rows: int, rows_of: Callable[[int, int], pd.DataFrame], views
     n_items = _buckets(by_item, 0, rows_per_bucket, mb_per_bucket)
     widths = {v.path: vector_widths(v) for v in views}
     kept: dict | None = {} if n_items <= ITEM_BUCKETS_KEPT else None
-    for b in tqdm(range(n_users), disable=None if progress else True, mininterval=5.0,
-                  desc=f"point-in-time join ({n_users} user x {n_items} item buckets)"):
-        frame = rows_of(n_users, b).reset_index(drop=True)
-        if not len(frame):
-            continue
-        matrices: dict[str, np.ndarray] = {}
-        for col, values in _join_bucket(frame, by_user, by_item, n_users, b, n_items, widths, kept).items():
-            if values.ndim == 2:
-                matrices[col] = values
-            else:
-                frame[col] = values
-        yield b, finish(frame, matrices)
+    with ExitStack() as stack:
+        spills = {}  # views keyed by user, split once into a file per user bucket (features/buckets.py)
+        if n_users >= bucketed.SPILL_FROM_BUCKETS:
+            for v in by_user:
+                data, columns = ds.dataset(v.path, format="parquet"), view_columns(v)
+                spills[v.path] = stack.enter_context(
+                    bucketed.BucketSpill(v.path, "user_id", n_users, columns, None, row_bytes(data, columns)))
+        for b in tqdm(range(n_users), disable=None if progress else True, mininterval=5.0,
+                      desc=f"point-in-time join ({n_users} user x {n_items} item buckets)"):
+            frame = rows_of(n_users, b).reset_index(drop=True)
+            if not len(frame):
+                continue
+            matrices: dict[str, np.ndarray] = {}
+            joined = _join_bucket(frame, by_user, by_item, n_users, b, n_items, widths, kept, spills)
+            for col, values in joined.items():
+                if values.ndim == 2:
+                    matrices[col] = values
+                else:
+                    frame[col] = values
+            yield b, finish(frame, matrices)
 
 
 def joined_by_bucket(rows: pd.DataFrame, views: list[ViewJoin], rows_per_bucket: int,

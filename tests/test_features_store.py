@@ -179,26 +179,32 @@ def _online_rows(cfg, users, items) -> dict[str, list]:
     return out
 
 
-def test_materialize_by_entity_bucket_gives_feasts_online_rows(filled, tmp_path):
+def test_materialize_by_entity_bucket_gives_feasts_online_rows(filled, tmp_path, monkeypatch):
     """The default materialization (one entity bucket at a time, 5 offline rows per bucket here: many buckets)
     writes the same online rows, values and event timestamps, as Feast's own ``materialize`` over the same
-    offline files (two vector versions per user and item, many user_item rows per pair: the latest wins)."""
+    offline files (two vector versions per user and item, many user_item rows per pair: the latest wins), both
+    with the rows split once into a file per bucket (``spill``) and with a filtered scan per bucket (``scan``)."""
+    from argusrank.features import buckets
+
     cfg, _, users, items, vec, *_ = filled
     got = {}
-    for engine in ("feast", "buckets"):
-        home = tmp_path / engine
+    for run, engine, spill_from in (("feast", "feast", 8), ("spill", "buckets", 1), ("scan", "buckets", 1 << 20)):
+        monkeypatch.setattr(buckets, "SPILL_FROM_BUCKETS", spill_from)
+        home = tmp_path / run
         shutil.copytree(cfg.paths.home, home, ignore=shutil.ignore_patterns("online_store.db", "materialize_state.json"))
         c = _cfg(home, **{"features.materialize_engine": engine, "features.materialize_bucket_rows": 5,
                           "features.online_write_rows": 7})
         rep = store.materialize(c)
         assert (rep["views"]["user_item"].get("buckets", 0) > 1) == (engine == "buckets")
-        got[engine] = _online_rows(c, users, items)
-    assert set(got["buckets"]) == set(got["feast"]) and len(got["feast"]) >= 9
-    for view, cols in got["feast"].items():
-        for col, want in cols.items():
-            assert got["buckets"][view][col] == want, (view, col)
-    np.testing.assert_allclose(np.asarray(got["buckets"]["user_vectors"]["user_vector"]), vec["u2"], rtol=1e-6)
-    assert sum(v is not None for v in got["buckets"]["user_item"]["ui_count"]) > 20  # real pairs compared
+        got[run] = _online_rows(c, users, items)
+        assert not list(home.rglob(".spill-*"))  # the bucket files are gone
+    for run in ("spill", "scan"):
+        assert set(got[run]) == set(got["feast"]) and len(got["feast"]) >= 9
+        for view, cols in got["feast"].items():
+            for col, want in cols.items():
+                assert got[run][view][col] == want, (run, view, col)
+        np.testing.assert_allclose(np.asarray(got[run]["user_vectors"]["user_vector"]), vec["u2"], rtol=1e-6)
+    assert sum(v is not None for v in got["spill"]["user_item"]["ui_count"]) > 20  # real pairs compared
 
 
 def test_wide_rows_get_more_scan_buckets(tmp_path):
@@ -256,6 +262,14 @@ def test_point_in_time_join_by_user_bucket_gives_feasts_rows(filled, tmp_path, m
     monkeypatch.setattr(point_in_time, "ITEM_BUCKETS_KEPT", 1 << 20)  # each item bucket read once, kept for all
     kept = store.historical_features(engine("buckets"), edf, argus=argus)
     pd.testing.assert_frame_equal(kept, got["feast"], check_dtype=False)
+    monkeypatch.undo()
+    from argusrank.features import buckets
+
+    for spill_from in (1, 1 << 20):  # views keyed by user split once into a file per bucket / a filtered scan each
+        monkeypatch.setattr(buckets, "SPILL_FROM_BUCKETS", spill_from)
+        pd.testing.assert_frame_equal(store.historical_features(engine("buckets"), edf, argus=argus), got["feast"],
+                                      check_dtype=False)
+        assert not list(home.rglob(".spill-*"))
     monkeypatch.undo()
     ok = np.isfinite(got["buckets"]["argus_dot"].to_numpy())
     assert 0.3 * n < ok.sum() < n and got["buckets"]["ui_count"].notna().sum() > 20  # real values compared
@@ -470,3 +484,31 @@ def test_offline_only_views_stay_out_of_the_online_store_and_in_training_sets(fi
         store.materialize(_cfg(home, **{"features.offline_only": ["user_itme"]}))
     with pytest.raises(ValidationError, match="feast_batched reads the user_item view online"):
         _cfg(home, **{"features.offline_only": ["user_item"], "serve.features_path": "feast_batched"})
+
+
+def test_bucket_spill_gives_each_bucket_the_rows_a_filtered_scan_gives(tmp_path):
+    """features/buckets.py: one scan into a file per ``key % n`` bucket; each bucket reads back the rows (values and
+    scan order) a scan filtered to that bucket reads, an empty bucket an empty table, and closing removes the files."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from argusrank.features import buckets
+    from argusrank.features.materialize import key_bucket_filter
+
+    rng, folder = np.random.default_rng(0), tmp_path / "view"
+    folder.mkdir()
+    for part in range(3):
+        n = 20_000
+        ids = rng.choice(np.arange(0, 4000, 2), n)  # even ids only: odd buckets stay empty
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(rng.random(n * 4, np.float32)), 4).cast(pa.list_(pa.float32()))
+        pq.write_table(pa.table({"user_id": ids, "x": rng.random(n), "v": vec}), folder / f"{part}.parquet",
+                       row_group_size=5000)
+    data, where = ds.dataset(folder), ds.field("x") > 0.5
+    with buckets.BucketSpill(folder, "user_id", 16, ["user_id", "v"], where, bytes_per_row=40) as spill:
+        for b in range(16):
+            want = data.to_table(columns=["user_id", "v"], filter=where & key_bucket_filter("user_id", 16, b))
+            got = spill.read(b)
+            assert got.equals(want), b
+            assert (got.num_rows == 0) == (b % 2 == 1)
+        assert len(list(spill.folder.iterdir())) == 8
+    assert not spill.folder.exists()
