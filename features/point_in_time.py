@@ -3,8 +3,10 @@
 Feast's file offline store (``get_historical_features``) reads each view's whole source into pandas on every call
 and returns vectors as Python lists (~32 B per float): the ranker set's memory grew with the data (4.8 GB at 10M
 events, bench/README.md "Scale"). Here the entity rows split by ``user_id % n``; for one bucket at a time each
-view's rows are read with a scan-time filter (views keyed by user: the bucket's users; views keyed by item: one
-``item_id % m`` bucket at a time, for the bucket's rows of those items) and joined as Feast joins views without a
+view's rows are read (views keyed by user: the bucket's users; views keyed by item: one ``item_id % m`` bucket at
+a time, for the bucket's rows of those items): from 8 buckets on from the view split once into a file per bucket
+(features/buckets.py), below with a scan-time filter (which prunes no row group: each read decodes the whole view),
+and joined as Feast joins views without a
 ttl: the row of the same keys with the largest event timestamp at or before the entity row's, ties broken by the
 largest created timestamp; none -> missing (NaN).
 Vectors stay (N, d) float32 matrices. Tested equal to Feast's join (tests/test_features_store.py).
@@ -154,16 +156,17 @@ def _buckets(views: list[ViewJoin], n_rows: int, rows_per_bucket: int, mb_per_bu
 
 
 ITEM_BUCKETS_KEPT = 4  # item buckets of a view kept across user buckets (each at most mb_per_bucket MB): at most
-# this many are read once per join; more are read once per user bucket (swapping the loops would read each once)
+# this many are read once per join; more are read once per user bucket, from their spill files (swapping the loops
+# would read each once)
 
 
 def _join_bucket(frame: pd.DataFrame, by_user: list[ViewJoin], by_item: list[ViewJoin], n_users: int, b: int,
                  n_items: int, widths: dict[Path, dict[str, int]], kept: dict | None,
                  spills: dict[Path, bucketed.BucketSpill]) -> dict[str, np.ndarray]:
-    """Every view's columns for the rows of user bucket ``b``: views keyed by user read that bucket's rows (from
-    ``spills`` when the view has one), the others one item bucket (``item_id % n_items``) at a time, for the rows
-    of that item bucket (``kept``: a dict holding each item bucket's read for the next user buckets; None: read
-    again)."""
+    """Every view's columns for the rows of user bucket ``b``: views keyed by user read that bucket's rows, the
+    others one item bucket (``item_id % n_items``) at a time, for the rows of that item bucket (``kept``: a dict
+    holding each item bucket's read for the next user buckets; None: read again). A view in ``spills`` reads its
+    bucket's file, the others a filtered scan."""
     out = {}
     for view in by_user:
         spill = spills.get(view.path)
@@ -181,7 +184,9 @@ def _join_bucket(frame: pd.DataFrame, by_user: list[ViewJoin], by_item: list[Vie
             else:
                 side = kept.get((view.path, j)) if kept is not None else None
                 if side is None:
-                    side = read_view(view, key_bucket_filter("item_id", n_items, j), w)
+                    spill = spills.get(view.path)
+                    side = read_view(view, key_bucket_filter("item_id", n_items, j), w,
+                                     table=None if spill is None else spill.read(j))
                     if kept is not None:
                         kept[(view.path, j)] = side
                 got = as_of(view, side, frame.iloc[at])
@@ -209,12 +214,14 @@ def join_buckets(n_rows: int, rows_of: Callable[[int, int], pd.DataFrame], views
     widths = {v.path: vector_widths(v) for v in views}
     kept: dict | None = {} if n_items <= ITEM_BUCKETS_KEPT else None
     with ExitStack() as stack:
-        spills = {}  # views keyed by user, split once into a file per user bucket (features/buckets.py)
-        if n_users >= bucketed.SPILL_FROM_BUCKETS:
-            for v in by_user:
-                data, columns = ds.dataset(v.path, format="parquet"), view_columns(v)
-                spills[v.path] = stack.enter_context(
-                    bucketed.BucketSpill(v.path, "user_id", n_users, columns, None, row_bytes(data, columns)))
+        spills = {}  # views split once into a file per bucket (features/buckets.py): by user, and by item unless kept
+        split = [(v, "user_id", n_users) for v in by_user if n_users >= bucketed.SPILL_FROM_BUCKETS]
+        split += [(v, "item_id", n_items) for v in by_item
+                  if v.keys[0] == "item_id" and kept is None and n_items >= bucketed.SPILL_FROM_BUCKETS]
+        for v, key, n in split:
+            data, columns = ds.dataset(v.path, format="parquet"), view_columns(v)
+            spills[v.path] = stack.enter_context(
+                bucketed.BucketSpill(v.path, key, n, columns, None, row_bytes(data, columns)))
         for b in tqdm(range(n_users), disable=None if progress else True, mininterval=5.0,
                       desc=f"point-in-time join ({n_users} user x {n_items} item buckets)"):
             frame = rows_of(n_users, b).reset_index(drop=True)
