@@ -45,7 +45,10 @@ SORT_KEYS = [("user_id", "ascending", "at_start"), ("timestamp", "ascending", "a
 #: what a scan reads ahead (``Dataset.to_table`` options): Arrow's defaults (4 files x 16 batches of 128K rows) held
 #: ~250 MB more than the rows kept while one user bucket's rows were filtered out of a 3M-event log's view; bounded,
 #: the same scans ran no slower here (bench/README.md "Scale")
-SCAN_BOUNDS = {"batch_size": 32_768, "batch_readahead": 2, "fragment_readahead": 1}
+#: ``pre_buffer`` off: on, the parquet reader buffered most of a file ahead of the batches (a scan of a 415 MB
+#: view held 584 MB above its batches' size, 194 MB without, and ran faster; bench/README.md "Spilled buckets")
+SCAN_BOUNDS = {"batch_size": 32_768, "batch_readahead": 2, "fragment_readahead": 1,
+               "fragment_scan_options": ds.ParquetFragmentScanOptions(pre_buffer=False)}
 #: decoded bytes per scan batch of wide rows: a batch spans row groups, so rows of lists or vectors (~1.7 KB each for
 #: user_item_priors) at 32K rows made each batch, and its read-ahead, hundreds of MB (bench/README.md "Scale")
 SCAN_BATCH_BYTES = 8 << 20
